@@ -1,1 +1,77 @@
-//! placeholder
+//! Storage for Audrey: the [`Store`] trait every backend implements, and the embedded SQLite
+//! backend that is the default.
+//!
+//! The store owns durability (a call that returns `Ok` from [`Store::append`] has committed
+//! durably), deduplication on `(sensor_id, message_id)`, and the query semantics (ordering by
+//! `(read_at, id)`, keyset cursors). It must never know about HTTP, gRPC or authentication
+//! policy: it stores token hashes, it does not decide who may do what.
+
+mod error;
+mod query;
+mod sqlite;
+
+pub use error::StoreError;
+pub use query::{
+    Cursor, LocationFilter, Order, Page, QuarantineEntry, QuarantineFilter, ReadingQuery,
+    SensorCounters, SensorFilter, StoredToken,
+};
+pub use sqlite::{SqliteOptions, SqliteStore};
+
+use audrey_model::{
+    Location, LocationId, Millis, Reading, ReadingId, Sensor, SensorId, ValidReading,
+};
+
+/// What happened to one reading handed to [`Store::append`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppendOutcome {
+    /// Stored under this new id.
+    Accepted(ReadingId),
+    /// `(sensor_id, message_id)` was stored before under this id; nothing new was stored.
+    Duplicate(ReadingId),
+}
+
+/// A batch to commit in one durable transaction.
+#[derive(Debug, Default)]
+pub struct AppendBatch {
+    pub readings: Vec<ValidReading>,
+    pub quarantine: Vec<QuarantineEntry>,
+}
+
+/// Everything Audrey keeps. Methods block; async callers run them on blocking threads.
+pub trait Store: Send + Sync + 'static {
+    /// Deduplicates and durably commits the batch in one transaction; one outcome per reading,
+    /// in order. Quarantine entries are committed in the same transaction.
+    fn append(
+        &self,
+        batch: AppendBatch,
+        received_at: Millis,
+    ) -> Result<Vec<AppendOutcome>, StoreError>;
+    /// Background work: moves landed readings into their indexed layout, trims quarantine.
+    fn maintain(&self) -> Result<(), StoreError>;
+    /// True when the store can accept writes.
+    fn ready(&self) -> Result<(), StoreError>;
+
+    fn reading(&self, id: ReadingId) -> Result<Option<Reading>, StoreError>;
+    fn readings(&self, query: &ReadingQuery) -> Result<Page<Reading>, StoreError>;
+
+    fn quarantine(&self, filter: &QuarantineFilter) -> Result<Page<QuarantineEntry>, StoreError>;
+    fn counters(&self, sensor: &SensorId) -> Result<SensorCounters, StoreError>;
+
+    fn location(&self, id: &LocationId) -> Result<Option<Location>, StoreError>;
+    fn locations(&self, filter: &LocationFilter) -> Result<Page<Location>, StoreError>;
+    /// Inserts or replaces; answers true when it created a new record.
+    fn put_location(&self, location: &Location, must_be_new: bool) -> Result<bool, StoreError>;
+    fn delete_location(&self, id: &LocationId, at: Millis) -> Result<(), StoreError>;
+
+    fn sensor(&self, id: &SensorId) -> Result<Option<Sensor>, StoreError>;
+    fn sensors(&self, filter: &SensorFilter) -> Result<Page<Sensor>, StoreError>;
+    fn put_sensor(&self, sensor: &Sensor, must_be_new: bool) -> Result<bool, StoreError>;
+    fn delete_sensor(&self, id: &SensorId, at: Millis) -> Result<(), StoreError>;
+    /// The cached registered sensor, for validation on the ingest path (no I/O).
+    fn cached_sensor(&self, id: &str) -> Option<std::sync::Arc<Sensor>>;
+
+    fn put_token(&self, token: &StoredToken) -> Result<(), StoreError>;
+    fn tokens(&self) -> Result<Vec<StoredToken>, StoreError>;
+    fn token_by_hash(&self, hash: &str) -> Result<Option<StoredToken>, StoreError>;
+    fn revoke_token(&self, id: &str, at: Millis) -> Result<(), StoreError>;
+}

@@ -1,0 +1,358 @@
+//! The group-commit pipeline.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+
+use audrey_model::{
+    ErrorCode, FieldError, Millis, RawReading, ReadingId, Reason, SensorId, validate_reading,
+};
+use audrey_store::{AppendBatch, AppendOutcome, QuarantineEntry, Store, StoreError};
+
+use crate::IngestMetrics;
+
+#[derive(Clone, Debug)]
+pub struct IngestOptions {
+    /// Most readings one transaction takes.
+    pub max_commit_readings: usize,
+    /// Most readings queued or committing at once; beyond it callers wait.
+    pub queue_readings: usize,
+    /// How long a caller waits for room before it is told to retry.
+    pub enqueue_timeout: Duration,
+    /// How often background store maintenance (flush, trimming) runs.
+    pub maintenance_interval: Duration,
+}
+
+impl Default for IngestOptions {
+    fn default() -> Self {
+        IngestOptions {
+            max_commit_readings: 50_000,
+            queue_readings: 200_000,
+            enqueue_timeout: Duration::from_secs(2),
+            maintenance_interval: Duration::from_millis(100),
+        }
+    }
+}
+
+/// One item of a request as the transport parsed it.
+#[derive(Debug)]
+pub struct IncomingItem {
+    /// The reading, or why it could not even be parsed.
+    pub parsed: Result<RawReading, FieldError>,
+    /// The item's raw text, kept in quarantine if it is rejected.
+    pub payload: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum ItemOutcome {
+    Accepted(ReadingId),
+    Duplicate(ReadingId),
+    Rejected(Vec<FieldError>),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("the ingest queue is full; retry after {retry_after:?}")]
+    Overloaded { retry_after: Duration },
+    #[error("storage is unavailable: {0}")]
+    Unavailable(String),
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error("this token may only write readings of sensor {0}")]
+    WrongSensor(String),
+    /// `atomic` was asked and some items are invalid; nothing was stored.
+    #[error("{} of the readings are invalid; none was stored", .0.len())]
+    AtomicRejected(Vec<(usize, Vec<FieldError>)>),
+}
+
+impl IngestError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            IngestError::Overloaded { .. } => ErrorCode::Overloaded,
+            IngestError::Unavailable(_) | IngestError::ShuttingDown => ErrorCode::Unavailable,
+            IngestError::WrongSensor(_) => ErrorCode::PermissionDenied,
+            IngestError::AtomicRejected(_) => ErrorCode::Invalid,
+        }
+    }
+}
+
+struct Job {
+    batch: AppendBatch,
+    reply: oneshot::Sender<Result<Vec<AppendOutcome>, StoreError>>,
+    _room: Option<OwnedSemaphorePermit>,
+}
+
+pub struct Pipeline {
+    store: Arc<dyn Store>,
+    options: IngestOptions,
+    metrics: Arc<IngestMetrics>,
+    room: Arc<Semaphore>,
+    jobs: std::sync::Mutex<Option<mpsc::UnboundedSender<Job>>>,
+    workers: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
+    stop_maintenance: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Pipeline {
+    /// Starts the committer and maintenance threads.
+    pub fn start(
+        store: Arc<dyn Store>,
+        options: IngestOptions,
+        metrics: Arc<IngestMetrics>,
+    ) -> Arc<Pipeline> {
+        // The channel itself is unbounded but every job holds permits of `room`, so what is
+        // queued is bounded by `queue_readings`.
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let committer = {
+            let store = store.clone();
+            let metrics = metrics.clone();
+            let max = options.max_commit_readings;
+            std::thread::Builder::new()
+                .name("audrey-committer".into())
+                .spawn(move || run_committer(receiver, store, metrics, max))
+                .expect("spawning the committer thread")
+        };
+        let maintenance = {
+            let store = store.clone();
+            let stop = stop.clone();
+            let interval = options.maintenance_interval;
+            std::thread::Builder::new()
+                .name("audrey-maintenance".into())
+                .spawn(move || {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        if let Err(error) = store.maintain() {
+                            tracing::error!(%error, "store maintenance failed; will retry");
+                        }
+                        std::thread::sleep(interval);
+                    }
+                })
+                .expect("spawning the maintenance thread")
+        };
+        Arc::new(Pipeline {
+            store,
+            room: Arc::new(Semaphore::new(options.queue_readings)),
+            options,
+            metrics,
+            jobs: std::sync::Mutex::new(Some(sender)),
+            workers: std::sync::Mutex::new(vec![committer, maintenance]),
+            stop_maintenance: stop,
+        })
+    }
+
+    pub fn metrics(&self) -> &Arc<IngestMetrics> {
+        &self.metrics
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Validates, stores and acknowledges. `only_sensor` restricts a sensor-bound caller;
+    /// `atomic` stores all items or none. Returns one outcome per item, in order.
+    pub async fn submit(
+        &self,
+        items: Vec<IncomingItem>,
+        atomic: bool,
+        only_sensor: Option<&SensorId>,
+    ) -> Result<Vec<ItemOutcome>, IngestError> {
+        if let Some(allowed) = only_sensor {
+            let foreign = items.iter().find_map(|item| match &item.parsed {
+                Ok(raw) if raw.sensor_id != allowed.as_str() => Some(raw.sensor_id.clone()),
+                _ => None,
+            });
+            if foreign.is_some() {
+                return Err(IngestError::WrongSensor(allowed.to_string()));
+            }
+        }
+        let now = Millis::now();
+        let mut outcomes: Vec<Option<ItemOutcome>> = Vec::with_capacity(items.len());
+        let mut batch = AppendBatch::default();
+        let mut accepted_slots = Vec::new();
+        for (index, item) in items.into_iter().enumerate() {
+            let checked = match item.parsed {
+                Ok(raw) => {
+                    let sensor = self.store.cached_sensor(&raw.sensor_id);
+                    let sensor_id = raw.sensor_id.clone();
+                    validate_reading(raw, sensor.as_deref(), now)
+                        .map_err(|errors| (Some(sensor_id), errors))
+                }
+                Err(error) => Err((None, vec![error])),
+            };
+            match checked {
+                Ok(valid) => {
+                    accepted_slots.push(index);
+                    batch.readings.push(valid);
+                    outcomes.push(None);
+                }
+                Err((sensor_id, errors)) => {
+                    batch
+                        .quarantine
+                        .push(quarantine_entry(sensor_id, &errors, item.payload));
+                    outcomes.push(Some(ItemOutcome::Rejected(errors)));
+                }
+            }
+        }
+        self.metrics.rejected(batch.quarantine.len() as u64);
+        let rejected: Vec<(usize, Vec<FieldError>)> = outcomes
+            .iter()
+            .enumerate()
+            .filter_map(|(index, outcome)| match outcome {
+                Some(ItemOutcome::Rejected(errors)) => Some((index, errors.clone())),
+                _ => None,
+            })
+            .collect();
+        if atomic && !rejected.is_empty() {
+            // Nothing is stored, but the bad readings are still kept in quarantine.
+            batch.readings.clear();
+            self.commit(batch).await?;
+            return Err(IngestError::AtomicRejected(rejected));
+        }
+        if batch.readings.is_empty() && batch.quarantine.is_empty() {
+            return Ok(Vec::new());
+        }
+        let stored = self.commit(batch).await?;
+        for (slot, outcome) in accepted_slots.into_iter().zip(stored) {
+            outcomes[slot] = Some(match outcome {
+                AppendOutcome::Accepted(id) => ItemOutcome::Accepted(id),
+                AppendOutcome::Duplicate(id) => ItemOutcome::Duplicate(id),
+            });
+        }
+        Ok(outcomes
+            .into_iter()
+            .map(|outcome| outcome.expect("every slot is filled"))
+            .collect())
+    }
+
+    async fn commit(&self, batch: AppendBatch) -> Result<Vec<AppendOutcome>, IngestError> {
+        let size = (batch.readings.len() + batch.quarantine.len()).max(1);
+        let wanted = size.min(self.options.queue_readings) as u32;
+        let room = tokio::time::timeout(
+            self.options.enqueue_timeout,
+            self.room.clone().acquire_many_owned(wanted),
+        )
+        .await
+        .map_err(|_| {
+            self.metrics.overloaded(size);
+            IngestError::Overloaded {
+                retry_after: Duration::from_secs(1),
+            }
+        })?
+        .map_err(|_| IngestError::ShuttingDown)?;
+        let (reply, answer) = oneshot::channel();
+        {
+            let jobs = self.jobs.lock().map_err(|_| IngestError::ShuttingDown)?;
+            let sender = jobs.as_ref().ok_or(IngestError::ShuttingDown)?;
+            self.metrics.queue_changed(size as i64);
+            sender
+                .send(Job {
+                    batch,
+                    reply,
+                    _room: Some(room),
+                })
+                .map_err(|_| IngestError::ShuttingDown)?;
+        }
+        let result = answer.await.map_err(|_| IngestError::ShuttingDown)?;
+        self.metrics.queue_changed(-(size as i64));
+        result.map_err(|error| IngestError::Unavailable(error.to_string()))
+    }
+
+    /// Stops taking work, lets the committer finish every queued job, stops maintenance.
+    pub fn shutdown(&self) {
+        if let Ok(mut jobs) = self.jobs.lock() {
+            jobs.take();
+        }
+        self.room.close();
+        self.stop_maintenance
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let workers = self
+            .workers
+            .lock()
+            .map(|mut workers| std::mem::take(&mut *workers))
+            .unwrap_or_default();
+        for worker in workers {
+            let _ = worker.join();
+        }
+    }
+}
+
+fn quarantine_entry(
+    sensor_id: Option<String>,
+    errors: &[FieldError],
+    payload: String,
+) -> QuarantineEntry {
+    let first = errors.first();
+    QuarantineEntry {
+        id: 0,
+        received_at: Millis::now(),
+        sensor_id,
+        reason: first
+            .map_or(Reason::Malformed, |error| error.reason)
+            .as_str()
+            .to_string(),
+        path: first.map(|error| error.path.clone()).unwrap_or_default(),
+        message: errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; "),
+        payload,
+    }
+}
+
+/// Takes a job, then everything queued behind it up to `max` readings, and commits them as one
+/// transaction. Runs until every sender is gone and the queue is empty.
+fn run_committer(
+    mut jobs: mpsc::UnboundedReceiver<Job>,
+    store: Arc<dyn Store>,
+    metrics: Arc<IngestMetrics>,
+    max: usize,
+) {
+    while let Some(first) = jobs.blocking_recv() {
+        let mut group = vec![first];
+        let mut readings = group[0].batch.readings.len();
+        while readings < max {
+            match jobs.try_recv() {
+                Ok(job) => {
+                    readings += job.batch.readings.len();
+                    group.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let mut merged = AppendBatch::default();
+        let mut sizes = Vec::with_capacity(group.len());
+        for job in &mut group {
+            sizes.push(job.batch.readings.len());
+            merged.readings.append(&mut job.batch.readings);
+            merged.quarantine.append(&mut job.batch.quarantine);
+        }
+        let started = Instant::now();
+        match store.append(merged, Millis::now()) {
+            Ok(outcomes) => {
+                let duplicates = outcomes
+                    .iter()
+                    .filter(|outcome| matches!(outcome, AppendOutcome::Duplicate(_)))
+                    .count();
+                metrics.committed(
+                    readings,
+                    (outcomes.len() - duplicates) as u64,
+                    duplicates as u64,
+                    started.elapsed(),
+                );
+                let mut outcomes = outcomes.into_iter();
+                for (job, size) in group.into_iter().zip(sizes) {
+                    let _ = job.reply.send(Ok(outcomes.by_ref().take(size).collect()));
+                }
+            }
+            Err(error) => {
+                metrics.commit_failed(&error);
+                for job in group {
+                    let _ = job
+                        .reply
+                        .send(Err(StoreError::Unavailable(error.to_string())));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! Query shapes and the keyset cursor shared by every backend.
+
+use base64::Engine;
+use serde::Serialize;
+
+use audrey_model::{FieldError, LocationId, Millis, ReadingId, Reason, SensorId};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Order {
+    #[default]
+    Newest,
+    Oldest,
+}
+
+/// A position in `(read_at, id)` order: the last item of the previous page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cursor {
+    pub read_at: Millis,
+    pub id: ReadingId,
+}
+
+impl Cursor {
+    pub fn encode(&self) -> String {
+        let text = format!("{}/{}", self.read_at.0, self.id);
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
+    }
+
+    pub fn decode(text: &str) -> Result<Cursor, FieldError> {
+        let invalid = || {
+            FieldError::new(
+                "cursor",
+                Reason::InvalidFormat,
+                "is not a cursor this server issued",
+            )
+        };
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(text)
+            .map_err(|_| invalid())?;
+        let text = String::from_utf8(bytes).map_err(|_| invalid())?;
+        let (read_at, id) = text.split_once('/').ok_or_else(invalid)?;
+        Ok(Cursor {
+            read_at: Millis(read_at.parse().map_err(|_| invalid())?),
+            id: ReadingId::parse(id).map_err(|_| invalid())?,
+        })
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ReadingQuery {
+    pub sensor: Option<SensorId>,
+    pub location: Option<LocationId>,
+    /// Inclusive lower bound on read_at.
+    pub from: Option<Millis>,
+    /// Exclusive upper bound on read_at.
+    pub to: Option<Millis>,
+    pub order: Order,
+    pub limit: usize,
+    pub after: Option<Cursor>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct QuarantineEntry {
+    pub id: i64,
+    pub received_at: Millis,
+    pub sensor_id: Option<String>,
+    pub reason: String,
+    pub path: String,
+    pub message: String,
+    /// The raw payload as received (truncated to 64 KiB).
+    pub payload: String,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct QuarantineFilter {
+    pub sensor: Option<String>,
+    pub limit: usize,
+    /// Entries with an id below this one (newest first).
+    pub before: Option<i64>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct SensorCounters {
+    pub accepted: u64,
+    pub duplicate: u64,
+    pub rejected: u64,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct LocationFilter {
+    pub country: Option<String>,
+    pub city: Option<String>,
+    pub include_deleted: bool,
+    pub limit: usize,
+    pub after: Option<String>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct SensorFilter {
+    pub location: Option<String>,
+    pub kind: Option<String>,
+    pub include_deleted: bool,
+    pub limit: usize,
+    pub after: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct StoredToken {
+    pub id: String,
+    #[serde(skip)]
+    pub hash: String,
+    pub name: String,
+    pub scopes: Vec<String>,
+    pub sensor_id: Option<String>,
+    pub created_at: Millis,
+    pub revoked_at: Option<Millis>,
+}

@@ -1,0 +1,175 @@
+//! The in-memory mirror of the landing table.
+//!
+//! Every row in `landing` is also here, indexed by id, by sensor and by dedup key, so queries
+//! and duplicate checks never scan the unindexed landing table. Rows leave the memtable only
+//! after the flush that moved them into `readings` has committed; a query that reads the
+//! memtable first and the table second therefore never misses a row (it may see one twice,
+//! which the merge removes).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use audrey_model::{MessageId, Millis, Reading, ReadingId, SensorId};
+
+use crate::{Cursor, Order, ReadingQuery};
+
+#[derive(Default)]
+pub(crate) struct Memtable {
+    /// In landing order: `(landing seq, reading)`.
+    rows: VecDeque<(i64, Arc<Reading>)>,
+    by_id: HashMap<ReadingId, Arc<Reading>>,
+    by_sensor: HashMap<SensorId, BTreeMap<(Millis, ReadingId), Arc<Reading>>>,
+    by_message: HashMap<(SensorId, MessageId), ReadingId>,
+    /// When the oldest row in the memtable was received.
+    oldest_received: Option<Millis>,
+}
+
+impl Memtable {
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn oldest_received(&self) -> Option<Millis> {
+        self.oldest_received
+    }
+
+    pub fn insert(&mut self, seq: i64, reading: Reading) {
+        debug_assert!(
+            self.rows.back().is_none_or(|(last, _)| *last < seq),
+            "landing seq must grow"
+        );
+        let reading = Arc::new(reading);
+        if let Some(message) = &reading.message_id {
+            self.by_message
+                .insert((reading.sensor_id.clone(), message.clone()), reading.id);
+        }
+        self.by_id.insert(reading.id, reading.clone());
+        self.by_sensor
+            .entry(reading.sensor_id.clone())
+            .or_default()
+            .insert((reading.read_at, reading.id), reading.clone());
+        self.oldest_received.get_or_insert(reading.received_at);
+        self.rows.push_back((seq, reading));
+    }
+
+    /// The landing seq of the newest row among the first `count`.
+    pub fn seq_after(&self, count: usize) -> Option<i64> {
+        let count = count.min(self.rows.len());
+        (count > 0).then(|| self.rows[count - 1].0)
+    }
+
+    /// Forgets every row with landing seq ≤ `up_to` (they are now in the readings table).
+    pub fn remove_through(&mut self, up_to: i64) {
+        while let Some((seq, _)) = self.rows.front() {
+            if *seq > up_to {
+                break;
+            }
+            let Some((_, reading)) = self.rows.pop_front() else {
+                break;
+            };
+            self.by_id.remove(&reading.id);
+            if let Some(message) = &reading.message_id {
+                self.by_message
+                    .remove(&(reading.sensor_id.clone(), message.clone()));
+            }
+            if let Some(series) = self.by_sensor.get_mut(&reading.sensor_id) {
+                series.remove(&(reading.read_at, reading.id));
+                if series.is_empty() {
+                    self.by_sensor.remove(&reading.sensor_id);
+                }
+            }
+        }
+        self.oldest_received = self.rows.front().map(|(_, reading)| reading.received_at);
+    }
+
+    pub fn duplicate_of(&self, sensor: &SensorId, message: &MessageId) -> Option<ReadingId> {
+        self.by_message
+            .get(&(sensor.clone(), message.clone()))
+            .copied()
+    }
+
+    pub fn get(&self, id: ReadingId) -> Option<Reading> {
+        self.by_id.get(&id).map(|reading| (**reading).clone())
+    }
+
+    /// The first `query.limit` matching rows in the query's order.
+    pub fn query(&self, query: &ReadingQuery) -> Vec<Reading> {
+        let lower = query.from.unwrap_or(Millis(i64::MIN));
+        let upper = query.to.unwrap_or(Millis(i64::MAX));
+        let matches = |reading: &Reading| {
+            reading.read_at >= lower
+                && reading.read_at < upper
+                && query
+                    .location
+                    .as_ref()
+                    .is_none_or(|location| *location == reading.location_id)
+                && query
+                    .after
+                    .is_none_or(|cursor| is_after(reading, cursor, query.order))
+        };
+        match &query.sensor {
+            Some(sensor) => {
+                let Some(series) = self.by_sensor.get(sensor) else {
+                    return Vec::new();
+                };
+                let range = series.range((lower, ReadingId(uuid::Uuid::nil()))..);
+                let take = |iter: &mut dyn Iterator<Item = &Arc<Reading>>| {
+                    iter.filter(|reading| matches(reading))
+                        .take(query.limit)
+                        .map(|reading| (**reading).clone())
+                        .collect()
+                };
+                match query.order {
+                    Order::Oldest => take(&mut range.map(|(_, reading)| reading)),
+                    Order::Newest => take(&mut range.rev().map(|(_, reading)| reading)),
+                }
+            }
+            None => {
+                let mut found: Vec<&Reading> = self
+                    .rows
+                    .iter()
+                    .map(|(_, reading)| &**reading)
+                    .filter(|reading| matches(reading))
+                    .collect();
+                sort_readings(&mut found, query.order);
+                found.into_iter().take(query.limit).cloned().collect()
+            }
+        }
+    }
+}
+
+fn key(reading: &Reading) -> (Millis, ReadingId) {
+    (reading.read_at, reading.id)
+}
+
+pub(crate) fn is_after(reading: &Reading, cursor: Cursor, order: Order) -> bool {
+    match order {
+        Order::Oldest => key(reading) > (cursor.read_at, cursor.id),
+        Order::Newest => key(reading) < (cursor.read_at, cursor.id),
+    }
+}
+
+pub(crate) fn sort_readings<R: AsReading>(readings: &mut [R], order: Order) {
+    match order {
+        Order::Oldest => readings.sort_by_key(|reading| key(reading.as_reading())),
+        Order::Newest => {
+            readings.sort_by_key(|reading| std::cmp::Reverse(key(reading.as_reading())))
+        }
+    }
+}
+
+pub(crate) trait AsReading {
+    fn as_reading(&self) -> &Reading;
+}
+
+impl AsReading for Reading {
+    fn as_reading(&self) -> &Reading {
+        self
+    }
+}
+
+impl AsReading for &Reading {
+    fn as_reading(&self) -> &Reading {
+        self
+    }
+}
