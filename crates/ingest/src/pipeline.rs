@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use audrey_model::{
-    ErrorCode, FieldError, Millis, RawReading, ReadingId, Reason, SensorId, validate_reading,
+    ErrorCode, FieldError, Millis, RawReading, ReadingId, Reason, SensorId, sensor_id_hint,
+    validate_reading,
 };
 use audrey_store::{AppendBatch, AppendOutcome, QuarantineEntry, Store, StoreError};
 
@@ -177,7 +178,7 @@ impl Pipeline {
                     validate_reading(raw, sensor.as_deref(), now)
                         .map_err(|errors| (Some(sensor_id), errors))
                 }
-                Err(error) => Err((None, vec![error])),
+                Err(error) => Err((sensor_id_hint(&item.payload), vec![error])),
             };
             match checked {
                 Ok(valid) => {

@@ -12,6 +12,7 @@ pub enum ErrorCode {
     /// Well-formed but breaks a rule; details say which field and why.
     Invalid,
     NotFound,
+    MethodNotAllowed,
     Conflict,
     PayloadTooLarge,
     Unauthenticated,
@@ -29,6 +30,7 @@ impl ErrorCode {
             ErrorCode::Malformed => "malformed",
             ErrorCode::Invalid => "invalid",
             ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::Conflict => "conflict",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::Unauthenticated => "unauthenticated",

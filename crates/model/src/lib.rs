@@ -16,7 +16,8 @@ pub use error::{ErrorCode, FieldError, Reason};
 pub use ids::{LocationId, MessageId, MetricName, ReadingId, SensorId};
 pub use location::{Location, LocationInput, LocationPatch, merge_patch};
 pub use reading::{
-    RawReading, Reading, ReadingValues, ValidReading, parse_raw_reading, validate_reading,
+    RawReading, ReadAtInput, Reading, ReadingValues, ValidReading, parse_raw_reading,
+    sensor_id_hint, validate_reading,
 };
 pub use sensor::{MetricSpec, Sensor, SensorInput};
 pub use time::{EARLIEST_READ_AT, MAX_FUTURE_SKEW_MS, Millis};

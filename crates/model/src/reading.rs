@@ -68,11 +68,50 @@ pub struct Reading {
 }
 
 /// `read_at` as sent: RFC 3339 text or epoch milliseconds.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Clone, Debug)]
 pub enum ReadAtInput {
     EpochMillis(i64),
     Text(String),
+}
+
+impl<'de> Deserialize<'de> for ReadAtInput {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = ReadAtInput;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("RFC 3339 text or whole epoch milliseconds")
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<ReadAtInput, E> {
+                Ok(ReadAtInput::EpochMillis(value))
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<ReadAtInput, E> {
+                i64::try_from(value)
+                    .map(ReadAtInput::EpochMillis)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(value), &self))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<ReadAtInput, E> {
+                Ok(ReadAtInput::Text(value.to_string()))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// The sensor id of a reading that could not be parsed, when its JSON still names one; so
+/// a quarantined reading can be traced to its device.
+pub fn sensor_id_hint(json: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct OnlySensor {
+        sensor_id: String,
+    }
+    serde_json::from_str::<OnlySensor>(json)
+        .ok()
+        .map(|found| found.sensor_id)
 }
 
 /// A reading as a client sends it, before any rule is checked.
@@ -533,6 +572,25 @@ mod tests {
             (error.path.as_str(), error.reason),
             ("colour", Reason::UnknownField)
         );
+    }
+
+    #[test]
+    fn a_read_at_of_the_wrong_type_is_an_invalid_type() {
+        let error =
+            parse_raw_reading(r#"{"sensor_id":"a","read_at":true,"values":{"t":1}}"#).unwrap_err();
+        assert_eq!(
+            (error.path.as_str(), error.reason),
+            ("read_at", Reason::InvalidType)
+        );
+    }
+
+    #[test]
+    fn the_sensor_of_an_unparseable_reading_is_still_found() {
+        assert_eq!(
+            sensor_id_hint(r#"{"sensor_id":"dev-1","values":"x"}"#).as_deref(),
+            Some("dev-1")
+        );
+        assert_eq!(sensor_id_hint("[1]"), None);
     }
 
     #[test]

@@ -1,0 +1,176 @@
+//! The one place where error codes become transport statuses.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use audrey_ingest::IngestError;
+use audrey_model::{ErrorCode, FieldError};
+use audrey_store::StoreError;
+
+/// An error as clients see it: a code, a readable message, and field details.
+#[derive(Debug)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub details: Vec<FieldError>,
+    pub retry_after_seconds: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: BodyInner<'a>,
+}
+
+#[derive(Serialize)]
+struct BodyInner<'a> {
+    code: &'static str,
+    message: &'a str,
+    details: Vec<Detail<'a>>,
+}
+
+#[derive(Serialize)]
+struct Detail<'a> {
+    path: &'a str,
+    reason: &'static str,
+    message: &'a str,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            code,
+            message: message.into(),
+            details: Vec::new(),
+            retry_after_seconds: None,
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>, details: Vec<FieldError>) -> ApiError {
+        ApiError {
+            details,
+            ..ApiError::new(ErrorCode::Invalid, message)
+        }
+    }
+
+    pub fn malformed(message: impl Into<String>) -> ApiError {
+        ApiError::new(ErrorCode::Malformed, message)
+    }
+
+    pub fn not_found(what: impl std::fmt::Display) -> ApiError {
+        ApiError::new(ErrorCode::NotFound, format!("{what} was not found"))
+    }
+
+    pub fn http_status(&self) -> StatusCode {
+        match self.code {
+            ErrorCode::Malformed => StatusCode::BAD_REQUEST,
+            ErrorCode::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::Conflict => StatusCode::CONFLICT,
+            ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ErrorCode::PermissionDenied => StatusCode::FORBIDDEN,
+            ErrorCode::Overloaded | ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> ApiError {
+        let code = error.code();
+        match error {
+            StoreError::Invalid(details) => ApiError::invalid("the request is invalid", details),
+            StoreError::NotFound(what) => ApiError::not_found(what),
+            StoreError::Conflict(message) => ApiError::new(code, message),
+            StoreError::Unavailable(detail) => {
+                tracing::warn!(%detail, "store unavailable");
+                ApiError {
+                    retry_after_seconds: Some(5),
+                    ..ApiError::new(code, "storage is unavailable; retry later")
+                }
+            }
+            StoreError::Internal(detail) => {
+                // Internal details go to the log, never to the client.
+                tracing::error!(%detail, "store failure");
+                ApiError::new(code, "internal error")
+            }
+        }
+    }
+}
+
+impl From<IngestError> for ApiError {
+    fn from(error: IngestError) -> ApiError {
+        let code = error.code();
+        match error {
+            IngestError::Overloaded { retry_after } => ApiError {
+                retry_after_seconds: Some(retry_after.as_secs().max(1)),
+                ..ApiError::new(
+                    code,
+                    "the server is overloaded; retry after the delay in Retry-After",
+                )
+            },
+            IngestError::Unavailable(detail) => {
+                tracing::warn!(%detail, "ingest could not commit");
+                ApiError {
+                    retry_after_seconds: Some(5),
+                    ..ApiError::new(
+                        code,
+                        "storage is unavailable; nothing was stored, retry later",
+                    )
+                }
+            }
+            IngestError::AtomicRejected(items) => {
+                let count = items.len();
+                let details = items
+                    .into_iter()
+                    .flat_map(|(index, errors)| {
+                        errors
+                            .into_iter()
+                            .map(move |error| error.under(&format!("[{index}]")))
+                    })
+                    .collect();
+                ApiError::invalid(
+                    format!("{count} reading(s) are invalid; with atomic=true nothing was stored"),
+                    details,
+                )
+            }
+            other => ApiError::new(code, other.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.http_status();
+        let body = Body {
+            error: BodyInner {
+                code: self.code.as_str(),
+                message: &self.message,
+                details: self
+                    .details
+                    .iter()
+                    .map(|detail| Detail {
+                        path: &detail.path,
+                        reason: detail.reason.as_str(),
+                        message: &detail.message,
+                    })
+                    .collect(),
+            },
+        };
+        let mut response = (status, axum::Json(body)).into_response();
+        if let Some(seconds) = self.retry_after_seconds {
+            if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+        }
+        if self.code == ErrorCode::Unauthenticated {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"audrey\""),
+            );
+        }
+        response
+    }
+}

@@ -1,0 +1,30 @@
+//! Liveness, readiness and Prometheus metrics; unauthenticated so probes and scrapers work.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::readings::blocking;
+use crate::{ApiError, AppState};
+
+pub(crate) async fn healthz() -> Response {
+    Json(serde_json::json!({"status": "ok"})).into_response()
+}
+
+/// Ready when the store takes a write lock right now.
+pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
+    match blocking(&state, |store| Ok(store.ready()?)).await {
+        Ok(()) => Json(serde_json::json!({"status": "ready"})).into_response(),
+        Err(error) => {
+            let body = serde_json::json!({"status": "not_ready", "reason": error.message});
+            (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+        }
+    }
+}
+
+pub(crate) async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let mut text = String::with_capacity(4096);
+    state.pipeline.metrics().render(&mut text);
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+}

@@ -1,0 +1,43 @@
+use std::sync::Arc;
+
+use audrey_ingest::Pipeline;
+use audrey_store::Store;
+
+use crate::auth::TokenCache;
+
+#[derive(Clone, Debug)]
+pub struct HttpOptions {
+    /// Largest request body accepted; larger ones are answered 413.
+    pub max_body_bytes: usize,
+    /// Most readings in one request.
+    pub max_readings_per_request: usize,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        HttpOptions {
+            max_body_bytes: 32 * 1024 * 1024,
+            max_readings_per_request: 100_000,
+        }
+    }
+}
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub pipeline: Arc<Pipeline>,
+    pub options: Arc<HttpOptions>,
+    pub(crate) tokens: Arc<TokenCache>,
+}
+
+impl AppState {
+    pub fn new(pipeline: Arc<Pipeline>, options: HttpOptions) -> AppState {
+        AppState {
+            store: pipeline.store().clone(),
+            pipeline,
+            options: Arc::new(options),
+            tokens: Arc::new(TokenCache::default()),
+        }
+    }
+}

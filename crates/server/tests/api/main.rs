@@ -1,0 +1,9 @@
+//! Drives the real HTTP server, started in-process on an ephemeral port with a fresh data
+//! directory per test, through a real HTTP client.
+
+mod auth;
+mod bad_input;
+mod helpers;
+mod ingest;
+mod queries;
+mod registry;
