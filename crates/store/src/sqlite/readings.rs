@@ -72,7 +72,7 @@ impl SqliteStore {
         let transaction = writer.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut outcomes = Vec::with_capacity(batch.readings.len());
         let mut staged = Vec::with_capacity(batch.readings.len());
-        let mut counters: HashMap<String, CounterDelta> = HashMap::new();
+        let mut counters: HashMap<SensorId, CounterDelta> = HashMap::new();
         {
             let memtable = self.memtable.read().map_err(poisoned)?;
             let mut insert = transaction.prepare_cached(
@@ -84,7 +84,7 @@ impl SqliteStore {
             )?;
             let mut in_batch: HashMap<(SensorId, MessageId), ReadingId> = HashMap::new();
             for reading in batch.readings {
-                let counter = counters.entry(reading.sensor_id.to_string()).or_default();
+                let counter = counters.entry(reading.sensor_id.clone()).or_default();
                 if let Some(message) = &reading.message_id {
                     let key = (reading.sensor_id.clone(), message.clone());
                     let earlier = match in_batch.get(&key).copied() {
@@ -141,12 +141,8 @@ impl SqliteStore {
                     entry.message,
                     payload
                 ])?;
-                if let Some(sensor) = entry
-                    .sensor_id
-                    .as_deref()
-                    .filter(|id| self.cached(id).is_some())
-                {
-                    counters.entry(sensor.to_string()).or_default().rejected += 1;
+                if let Some(sensor) = entry.sensor_id.as_deref().and_then(|id| self.cached(id)) {
+                    counters.entry(sensor.id.clone()).or_default().rejected += 1;
                 }
             }
         }
@@ -159,7 +155,7 @@ impl SqliteStore {
             )?;
             for (sensor, delta) in &counters {
                 upsert.execute(params![
-                    sensor,
+                    sensor.as_str(),
                     delta.accepted,
                     delta.duplicate,
                     delta.rejected

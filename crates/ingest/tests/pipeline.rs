@@ -1,0 +1,285 @@
+//! The pipeline over the real SQLite store, with a gate in front of `append` so a test can hold
+//! a commit open and see what queues behind it.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use audrey_ingest::{
+    IncomingItem, IngestError, IngestMetrics, IngestOptions, ItemOutcome, Pipeline,
+};
+use audrey_model::{
+    Location, LocationId, LocationInput, Millis, RawReading, ReadAtInput, Reading, ReadingId,
+    Sensor, SensorId, SensorInput,
+};
+use audrey_store::{
+    AppendBatch, AppendOutcome, LocationFilter, Page, QuarantineEntry, QuarantineFilter,
+    ReadingQuery, SensorCounters, SensorFilter, SqliteOptions, SqliteStore, Store, StoreError,
+    StoredToken,
+};
+
+/// The real store; `append` waits while the gate is closed and counts its calls.
+struct GatedStore {
+    inner: SqliteStore,
+    open: Mutex<bool>,
+    changed: Condvar,
+    appends: AtomicUsize,
+}
+
+impl GatedStore {
+    fn set_open(&self, open: bool) {
+        *self.open.lock().unwrap() = open;
+        self.changed.notify_all();
+    }
+}
+
+impl Store for GatedStore {
+    fn append(
+        &self,
+        batch: AppendBatch,
+        received_at: Millis,
+    ) -> Result<Vec<AppendOutcome>, StoreError> {
+        let mut open = self.open.lock().unwrap();
+        while !*open {
+            open = self.changed.wait(open).unwrap();
+        }
+        drop(open);
+        self.appends.fetch_add(1, Ordering::SeqCst);
+        self.inner.append(batch, received_at)
+    }
+    fn maintain(&self) -> Result<(), StoreError> {
+        self.inner.maintain()
+    }
+    fn ready(&self) -> Result<(), StoreError> {
+        self.inner.ready()
+    }
+    fn reading(&self, id: ReadingId) -> Result<Option<Reading>, StoreError> {
+        self.inner.reading(id)
+    }
+    fn readings(&self, query: &ReadingQuery) -> Result<Page<Reading>, StoreError> {
+        self.inner.readings(query)
+    }
+    fn quarantine(&self, filter: &QuarantineFilter) -> Result<Page<QuarantineEntry>, StoreError> {
+        self.inner.quarantine(filter)
+    }
+    fn counters(&self, sensor: &SensorId) -> Result<SensorCounters, StoreError> {
+        self.inner.counters(sensor)
+    }
+    fn location(&self, id: &LocationId) -> Result<Option<Location>, StoreError> {
+        self.inner.location(id)
+    }
+    fn locations(&self, filter: &LocationFilter) -> Result<Page<Location>, StoreError> {
+        self.inner.locations(filter)
+    }
+    fn put_location(&self, location: &Location, new: bool) -> Result<bool, StoreError> {
+        self.inner.put_location(location, new)
+    }
+    fn delete_location(&self, id: &LocationId, at: Millis) -> Result<(), StoreError> {
+        self.inner.delete_location(id, at)
+    }
+    fn sensor(&self, id: &SensorId) -> Result<Option<Sensor>, StoreError> {
+        self.inner.sensor(id)
+    }
+    fn sensors(&self, filter: &SensorFilter) -> Result<Page<Sensor>, StoreError> {
+        self.inner.sensors(filter)
+    }
+    fn put_sensor(&self, sensor: &Sensor, new: bool) -> Result<bool, StoreError> {
+        self.inner.put_sensor(sensor, new)
+    }
+    fn delete_sensor(&self, id: &SensorId, at: Millis) -> Result<(), StoreError> {
+        self.inner.delete_sensor(id, at)
+    }
+    fn cached_sensor(&self, id: &str) -> Option<Arc<Sensor>> {
+        self.inner.cached_sensor(id)
+    }
+    fn put_token(&self, token: &StoredToken) -> Result<(), StoreError> {
+        self.inner.put_token(token)
+    }
+    fn tokens(&self) -> Result<Vec<StoredToken>, StoreError> {
+        self.inner.tokens()
+    }
+    fn token_by_hash(&self, hash: &str) -> Result<Option<StoredToken>, StoreError> {
+        self.inner.token_by_hash(hash)
+    }
+    fn revoke_token(&self, id: &str, at: Millis) -> Result<(), StoreError> {
+        self.inner.revoke_token(id, at)
+    }
+}
+
+fn gated_store(dir: &std::path::Path) -> Arc<GatedStore> {
+    let inner = SqliteStore::open(dir, SqliteOptions::default()).unwrap();
+    let location = LocationInput {
+        name: "Lab".into(),
+        latitude: 1.0,
+        longitude: 2.0,
+        ..Default::default()
+    }
+    .into_location(LocationId::parse("lab").unwrap(), Millis(0), None)
+    .unwrap();
+    inner.put_location(&location, false).unwrap();
+    let sensor = SensorInput {
+        kind: "climate".into(),
+        location_id: "lab".into(),
+        ..Default::default()
+    }
+    .into_sensor(SensorId::parse("dev-1").unwrap(), Millis(0), None)
+    .unwrap();
+    inner.put_sensor(&sensor, false).unwrap();
+    Arc::new(GatedStore {
+        inner,
+        open: Mutex::new(true),
+        changed: Condvar::new(),
+        appends: AtomicUsize::new(0),
+    })
+}
+
+fn items(count: usize) -> Vec<IncomingItem> {
+    (0..count)
+        .map(|index| IncomingItem {
+            parsed: Ok(RawReading::new(
+                "dev-1".into(),
+                None,
+                ReadAtInput::EpochMillis(Millis::now().0 - 1000 - index as i64),
+                [("t".to_string(), 1.0)],
+                None,
+            )),
+            payload: String::new(),
+        })
+        .collect()
+}
+
+fn options(queue_readings: usize) -> IngestOptions {
+    IngestOptions {
+        queue_readings,
+        enqueue_timeout: Duration::from_millis(200),
+        ..IngestOptions::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_that_arrive_during_a_commit_share_the_next_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = gated_store(dir.path());
+    let pipeline = Pipeline::start(
+        store.clone(),
+        options(10_000),
+        Arc::new(IngestMetrics::default()),
+    );
+    store.set_open(false);
+    let first = tokio::spawn({
+        let pipeline = pipeline.clone();
+        async move { pipeline.submit(items(1), false, None).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The first commit is held open; these ten queue up behind it.
+    let waiting: Vec<_> = (0..10)
+        .map(|_| {
+            let pipeline = pipeline.clone();
+            tokio::spawn(async move { pipeline.submit(items(5), false, None).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    store.set_open(true);
+    assert!(matches!(
+        first.await.unwrap().unwrap()[0],
+        ItemOutcome::Accepted(_)
+    ));
+    for request in waiting {
+        let outcomes = request.await.unwrap().unwrap();
+        assert_eq!(outcomes.len(), 5);
+        assert!(
+            outcomes
+                .iter()
+                .all(|outcome| matches!(outcome, ItemOutcome::Accepted(_)))
+        );
+    }
+    assert_eq!(
+        store.appends.load(Ordering::SeqCst),
+        2,
+        "one commit for the first, one for all ten behind it"
+    );
+    pipeline.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_answers_overloaded_after_the_wait_bound_and_stores_nothing_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = gated_store(dir.path());
+    let pipeline = Pipeline::start(
+        store.clone(),
+        options(10),
+        Arc::new(IngestMetrics::default()),
+    );
+    store.set_open(false);
+    let holding = tokio::spawn({
+        let pipeline = pipeline.clone();
+        async move { pipeline.submit(items(10), false, None).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = std::time::Instant::now();
+    let refused = pipeline.submit(items(1), false, None).await;
+    assert!(
+        matches!(refused, Err(IngestError::Overloaded { .. })),
+        "{refused:?}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(200),
+        "it waited for room first"
+    );
+    store.set_open(true);
+    assert_eq!(holding.await.unwrap().unwrap().len(), 10);
+    let stored = store
+        .readings(&ReadingQuery {
+            limit: 100,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(stored.items.len(), 10, "the refused reading was not stored");
+    // Room is back: the same request now succeeds.
+    assert!(pipeline.submit(items(1), false, None).await.is_ok());
+    pipeline.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_commits_what_was_queued_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = gated_store(dir.path());
+    let pipeline = Pipeline::start(
+        store.clone(),
+        options(10_000),
+        Arc::new(IngestMetrics::default()),
+    );
+    store.set_open(false);
+    let queued: Vec<_> = (0..3)
+        .map(|_| {
+            let pipeline = pipeline.clone();
+            tokio::spawn(async move { pipeline.submit(items(2), false, None).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stopping = std::thread::spawn({
+        let pipeline = pipeline.clone();
+        move || pipeline.shutdown()
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    store.set_open(true);
+    stopping.join().unwrap();
+    for request in queued {
+        assert_eq!(
+            request.await.unwrap().unwrap().len(),
+            2,
+            "queued work is answered, not dropped"
+        );
+    }
+    assert!(matches!(
+        pipeline.submit(items(1), false, None).await,
+        Err(IngestError::ShuttingDown)
+    ));
+    let stored = store
+        .readings(&ReadingQuery {
+            limit: 100,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(stored.items.len(), 6);
+}

@@ -1,0 +1,139 @@
+//! The SQLite store on its own: reopen after unflushed appends, flush, dedup across the two
+//! layouts.
+
+use audrey_model::{
+    LocationId, LocationInput, MessageId, MetricName, Millis, ReadingValues, SensorId, SensorInput,
+    ValidReading,
+};
+use audrey_store::{
+    AppendBatch, AppendOutcome, Order, ReadingQuery, SqliteOptions, SqliteStore, Store,
+};
+
+fn registered(dir: &std::path::Path) -> SqliteStore {
+    let store = SqliteStore::open(dir, SqliteOptions::default()).unwrap();
+    let location = LocationInput {
+        name: "Lab".into(),
+        latitude: 1.0,
+        longitude: 2.0,
+        ..Default::default()
+    }
+    .into_location(LocationId::parse("lab").unwrap(), Millis(0), None)
+    .unwrap();
+    store.put_location(&location, false).unwrap();
+    let sensor = SensorInput {
+        kind: "climate".into(),
+        location_id: "lab".into(),
+        ..Default::default()
+    }
+    .into_sensor(SensorId::parse("dev-1").unwrap(), Millis(0), None)
+    .unwrap();
+    store.put_sensor(&sensor, false).unwrap();
+    store
+}
+
+fn valid(read_at: i64, message: Option<&str>) -> ValidReading {
+    ValidReading {
+        sensor_id: SensorId::parse("dev-1").unwrap(),
+        location_id: LocationId::parse("lab").unwrap(),
+        read_at: Millis(read_at),
+        values: ReadingValues(vec![(MetricName::parse("t").unwrap(), read_at as f64)]),
+        message_id: message.map(|text| MessageId::parse(text).unwrap()),
+    }
+}
+
+fn append(store: &SqliteStore, readings: Vec<ValidReading>) -> Vec<AppendOutcome> {
+    store
+        .append(
+            AppendBatch {
+                readings,
+                quarantine: vec![],
+            },
+            Millis(2_000_000_000_000),
+        )
+        .unwrap()
+}
+
+fn newest(store: &SqliteStore, limit: usize) -> Vec<i64> {
+    let query = ReadingQuery {
+        sensor: Some(SensorId::parse("dev-1").unwrap()),
+        limit,
+        order: Order::Newest,
+        ..Default::default()
+    };
+    store
+        .readings(&query)
+        .unwrap()
+        .items
+        .iter()
+        .map(|reading| reading.read_at.0)
+        .collect()
+}
+
+#[test]
+fn landed_readings_are_back_after_reopening_without_a_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = registered(dir.path());
+        append(
+            &store,
+            (1..=5)
+                .map(|at| valid(at * 1000, Some(&format!("m{at}"))))
+                .collect(),
+        );
+        assert_eq!(store.landed_rows(), 5);
+    }
+    let store = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap();
+    assert_eq!(store.landed_rows(), 5, "landing is reloaded into memory");
+    assert_eq!(newest(&store, 10), [5000, 4000, 3000, 2000, 1000]);
+    let again = append(&store, vec![valid(3000, Some("m3"))]);
+    assert!(
+        matches!(again[0], AppendOutcome::Duplicate(_)),
+        "dedup survives the restart"
+    );
+}
+
+#[test]
+fn a_query_merges_flushed_and_landed_rows_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = registered(dir.path());
+    append(&store, vec![valid(1000, None), valid(5000, None)]);
+    assert_eq!(store.flush_all().unwrap(), 2);
+    assert_eq!(store.landed_rows(), 0);
+    append(&store, vec![valid(3000, None), valid(7000, None)]);
+    assert_eq!(newest(&store, 10), [7000, 5000, 3000, 1000]);
+    assert_eq!(newest(&store, 2), [7000, 5000]);
+}
+
+#[test]
+fn dedup_finds_the_original_in_either_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = registered(dir.path());
+    let first = append(&store, vec![valid(1000, Some("a"))]);
+    let AppendOutcome::Accepted(original) = first[0] else {
+        panic!("accepted")
+    };
+    assert_eq!(
+        append(&store, vec![valid(1000, Some("a"))]),
+        [AppendOutcome::Duplicate(original)]
+    );
+    store.flush_all().unwrap();
+    assert_eq!(
+        append(&store, vec![valid(9999, Some("a"))]),
+        [AppendOutcome::Duplicate(original)]
+    );
+    assert_eq!(newest(&store, 10), [1000]);
+}
+
+#[test]
+fn schema_migrations_report_their_version_and_are_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(
+        SqliteStore::migrate_only(dir.path()).unwrap(),
+        SqliteStore::schema_version()
+    );
+    assert_eq!(
+        SqliteStore::migrate_only(dir.path()).unwrap(),
+        SqliteStore::schema_version()
+    );
+    drop(registered(dir.path()));
+}
