@@ -1,1 +1,61 @@
-fn main() {}
+//! The `audrey` binary. It parses the command line and calls library functions; the work
+//! happens in the crates it wires together.
+#![allow(clippy::print_stdout)]
+
+mod config;
+mod serve;
+mod tools;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "audrey", version, about = "Audrey: an IoT telemetry core")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(config::ServeArgs),
+    /// Simulate a fleet of sensors sending readings to a running server.
+    Simulate(tools::SimulateArgs),
+    /// Measure a running server (or the raw store) under load.
+    Bench(tools::BenchArgs),
+    /// Manage access tokens directly in the data directory.
+    Token(tools::TokenArgs),
+    /// Apply storage migrations and report the schema version.
+    Migrate(tools::MigrateArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("AUDREY_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::Serve(args) => runtime.block_on(serve::run(config::ServeConfig::resolve(args)?)),
+        Command::Simulate(args) => runtime.block_on(tools::simulate(args)),
+        Command::Bench(args) => runtime.block_on(tools::bench(args)),
+        Command::Token(args) => tools::token(args),
+        Command::Migrate(args) => tools::migrate(args),
+    }
+}

@@ -1,5 +1,6 @@
 //! The pipeline over the real SQLite store, with a gate in front of `append` so a test can hold
 //! a commit open and see what queues behind it.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};

@@ -1,1 +1,29 @@
-//! placeholder
+//! Audrey's load generator: a fleet simulator and the benchmarks behind `audrey simulate` and
+//! `audrey bench`.
+//!
+//! It owns everything a test client needs to put realistic or heavy load on a running server:
+//! registering a simulated fleet, generating plausible climate readings (with a small share of
+//! deliberate faults), sending them at a steady rate or as fast as the server takes them, and
+//! measuring what happened (HDR latency histograms, throughput, the server's CPU time).
+//!
+//! It talks to the server only through its public HTTP API, exactly as a device or gateway would,
+//! so it must never depend on the server, ingest or store crates: a benchmark that reaches
+//! around the API measures something no user sees. The one exception is [`bench_raw_sqlite`],
+//! which measures the storage engine's ceiling directly with its own copy of the landing table
+//! and deliberately shares no code with the store. Nothing here asserts on timing; numbers are
+//! reported, never tested.
+
+mod api_client;
+mod bench;
+mod clock;
+mod delivery;
+mod progress;
+mod registration;
+mod simulate;
+mod wire;
+
+pub use bench::{
+    BenchReport, IngestBenchOptions, QueryBenchOptions, bench_http_ingest, bench_query_newest,
+    bench_raw_sqlite, preload,
+};
+pub use simulate::{SimulateOptions, SimulateReport, simulate};

@@ -1,5 +1,6 @@
 //! The SQLite store on its own: reopen after unflushed appends, flush, dedup across the two
 //! layouts.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 use audrey_model::{
     LocationId, LocationInput, MessageId, MetricName, Millis, ReadingValues, SensorId, SensorInput,

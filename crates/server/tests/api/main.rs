@@ -1,5 +1,6 @@
 //! Drives the real HTTP server, started in-process on an ephemeral port with a fresh data
 //! directory per test, through a real HTTP client.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 mod auth;
 mod bad_input;

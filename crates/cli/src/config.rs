@@ -1,0 +1,92 @@
+//! Server settings: command-line flags, then `AUDREY_*` environment variables, then
+//! `audrey.toml`, then defaults — the first that names a setting wins.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use serde::Deserialize;
+
+#[derive(clap::Args, Debug, Default)]
+pub struct ServeArgs {
+    /// Address of the HTTP API [default: 127.0.0.1:8080]
+    #[arg(long, env = "AUDREY_HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
+    /// Directory holding the embedded store and the admin token [default: ./audrey-data]
+    #[arg(long, env = "AUDREY_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Settings file [default: ./audrey.toml when it exists]
+    #[arg(long, env = "AUDREY_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Largest request body in bytes [default: 33554432]
+    #[arg(long, env = "AUDREY_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Most readings queued for commit before callers are told to retry [default: 200000]
+    #[arg(long, env = "AUDREY_QUEUE_READINGS")]
+    pub queue_readings: Option<usize>,
+    /// Start with a demo registry and an in-process simulator sending readings.
+    #[arg(long)]
+    pub demo: bool,
+    /// Demo: how many simulated sensors [default: 50]
+    #[arg(long, default_value_t = 50)]
+    pub demo_sensors: usize,
+    /// Demo: readings per second across all simulated sensors [default: 20]
+    #[arg(long, default_value_t = 20.0)]
+    pub demo_rate: f64,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    http_addr: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    max_body_bytes: Option<usize>,
+    queue_readings: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub http_addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub max_body_bytes: usize,
+    pub queue_readings: usize,
+    pub demo: Option<(usize, f64)>,
+}
+
+impl ServeConfig {
+    pub fn resolve(args: ServeArgs) -> anyhow::Result<ServeConfig> {
+        let file = match &args.config {
+            Some(path) => read_settings(path)?,
+            None if std::path::Path::new("audrey.toml").exists() => {
+                read_settings("audrey.toml".as_ref())?
+            }
+            None => FileSettings::default(),
+        };
+        let http_defaults = audrey_server::HttpOptions::default();
+        Ok(ServeConfig {
+            http_addr: args
+                .http_addr
+                .or(file.http_addr)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            data_dir: args
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("audrey-data")),
+            max_body_bytes: args
+                .max_body_bytes
+                .or(file.max_body_bytes)
+                .unwrap_or(http_defaults.max_body_bytes),
+            queue_readings: args
+                .queue_readings
+                .or(file.queue_readings)
+                .unwrap_or(audrey_ingest::IngestOptions::default().queue_readings),
+            demo: args.demo.then_some((args.demo_sensors, args.demo_rate)),
+        })
+    }
+}
+
+fn read_settings(path: &std::path::Path) -> anyhow::Result<FileSettings> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}

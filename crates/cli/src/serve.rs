@@ -1,0 +1,129 @@
+//! `audrey serve`: opens the store, starts the pipeline, serves HTTP until SIGINT/SIGTERM.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use audrey_ingest::{IngestMetrics, IngestOptions, Pipeline};
+use audrey_server::{AppState, HttpOptions, Scope};
+use audrey_store::{SqliteOptions, SqliteStore, Store};
+
+use crate::config::ServeConfig;
+
+pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
+    let data_dir = config.data_dir.clone();
+    let store: Arc<dyn Store> = {
+        let data_dir = data_dir.clone();
+        Arc::new(
+            tokio::task::spawn_blocking(move || {
+                SqliteStore::open(&data_dir, SqliteOptions::default())
+            })
+            .await?
+            .with_context(|| format!("opening the store in {}", config.data_dir.display()))?,
+        )
+    };
+    let token_file = data_dir.join("admin.token");
+    if let Some(secret) = audrey_server::bootstrap_admin_token(&*store, &data_dir)? {
+        println!(
+            "Created the first admin token (shown once; also saved to {}):",
+            token_file.display()
+        );
+        println!("  {secret}");
+    }
+    let ingest_options = IngestOptions {
+        queue_readings: config.queue_readings,
+        ..IngestOptions::default()
+    };
+    let pipeline = Pipeline::start(
+        store.clone(),
+        ingest_options,
+        Arc::new(IngestMetrics::default()),
+    );
+    let http_options = HttpOptions {
+        max_body_bytes: config.max_body_bytes,
+        ..HttpOptions::default()
+    };
+    let state = AppState::new(pipeline, http_options);
+    let listener = tokio::net::TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("binding the HTTP address {}", config.http_addr))?;
+    let address = listener.local_addr()?;
+    println!(
+        "Audrey is serving HTTP on http://{address} (data in {})",
+        data_dir.display()
+    );
+
+    let (stop_demo, demo_stopped) = tokio::sync::watch::channel(false);
+    let demo = match config.demo {
+        Some((sensors, rate)) => {
+            let (_, token) =
+                audrey_server::create_token(&*store, "demo simulator", &[Scope::Admin], None)?;
+            Some(tokio::spawn(run_demo(
+                format!("http://{address}"),
+                token,
+                sensors,
+                rate,
+                demo_stopped,
+            )))
+        }
+        None => None,
+    };
+    let shutdown = async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: no new connections, committing what is in flight");
+        let _ = stop_demo.send(true);
+    };
+    audrey_server::serve(listener, state, shutdown).await?;
+    if let Some(demo) = demo {
+        let _ = demo.await;
+    }
+    tracing::info!("stopped; every acknowledged reading is committed");
+    Ok(())
+}
+
+async fn run_demo(
+    base_url: String,
+    token: String,
+    sensors: usize,
+    rate: f64,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    let options = audrey_loadgen::SimulateOptions {
+        base_url,
+        token,
+        sensors,
+        locations: (sensors / 10).max(1),
+        rate_per_second: rate,
+        duration: None,
+        batch_size: 10,
+        seed: 7,
+        quiet: false,
+    };
+    let stop = async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    if let Err(error) = audrey_loadgen::simulate(options, stop).await {
+        tracing::error!(%error, "the demo simulator stopped");
+    }
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}

@@ -1,0 +1,358 @@
+//! The commands besides `serve`: simulate, bench, token, migrate.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+
+use audrey_model::{Millis, SensorId};
+use audrey_server::Scope;
+use audrey_store::{SqliteOptions, SqliteStore, Store};
+
+#[derive(Args)]
+pub struct SimulateArgs {
+    /// Server base URL
+    #[arg(long, default_value = "http://127.0.0.1:8080", env = "AUDREY_URL")]
+    url: String,
+    /// Token with admin scope (it registers the simulated fleet); default: <data-dir>/admin.token
+    #[arg(long, env = "AUDREY_TOKEN")]
+    token: Option<String>,
+    #[arg(long, default_value = "audrey-data")]
+    data_dir: PathBuf,
+    /// Simulated sensors
+    #[arg(long, default_value_t = 100)]
+    sensors: usize,
+    /// Locations the sensors are spread across
+    #[arg(long, default_value_t = 10)]
+    locations: usize,
+    /// Readings per second across all sensors
+    #[arg(long, default_value_t = 100.0)]
+    rate: f64,
+    /// Stop after this many seconds (default: run until Ctrl-C)
+    #[arg(long)]
+    seconds: Option<u64>,
+    /// Readings per request
+    #[arg(long, default_value_t = 50)]
+    batch: usize,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+fn token_or_file(token: Option<String>, data_dir: &std::path::Path) -> anyhow::Result<String> {
+    match token {
+        Some(token) => Ok(token),
+        None => {
+            let path = data_dir.join("admin.token");
+            Ok(std::fs::read_to_string(&path)
+                .with_context(|| {
+                    format!("no --token given and {} is not readable", path.display())
+                })?
+                .trim()
+                .to_string())
+        }
+    }
+}
+
+pub async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
+    let options = audrey_loadgen::SimulateOptions {
+        base_url: args.url,
+        token: token_or_file(args.token, &args.data_dir)?,
+        sensors: args.sensors,
+        locations: args.locations,
+        rate_per_second: args.rate,
+        duration: args.seconds.map(Duration::from_secs),
+        batch_size: args.batch,
+        seed: args.seed,
+        quiet: false,
+    };
+    let stop = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let report = audrey_loadgen::simulate(options, stop).await?;
+    println!(
+        "sent {} readings in {:.1}s: {} accepted, {} duplicate, {} rejected, {} failed requests",
+        report.sent,
+        report.elapsed.as_secs_f64(),
+        report.accepted,
+        report.duplicate,
+        report.rejected,
+        report.failed_requests
+    );
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    scenario: BenchScenario,
+    /// Print JSON instead of a table
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Args, Clone)]
+struct ServerTarget {
+    #[arg(long, default_value = "http://127.0.0.1:8080", env = "AUDREY_URL")]
+    url: String,
+    #[arg(long, env = "AUDREY_TOKEN")]
+    token: Option<String>,
+    #[arg(long, default_value = "audrey-data")]
+    data_dir: PathBuf,
+    /// The server's process id, to report its CPU seconds
+    #[arg(long)]
+    server_pid: Option<u32>,
+}
+
+#[derive(Subcommand)]
+enum BenchScenario {
+    /// HTTP batched ingest with durable acks
+    IngestHttp {
+        #[command(flatten)]
+        target: ServerTarget,
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+        #[arg(long, default_value_t = 10_000)]
+        sensors: usize,
+        #[arg(long, default_value_t = 2_000_000)]
+        readings: u64,
+        /// Send no message ids (no dedup work)
+        #[arg(long)]
+        no_message_ids: bool,
+    },
+    /// Load N readings into the bench sensors (before query benchmarks)
+    Preload {
+        #[command(flatten)]
+        target: ServerTarget,
+        #[arg(long, default_value_t = 10_000)]
+        sensors: usize,
+        #[arg(long, default_value_t = 10_000_000)]
+        readings: u64,
+    },
+    /// GET the newest N readings of one sensor, many times
+    QueryNewest {
+        #[command(flatten)]
+        target: ServerTarget,
+        #[arg(long, default_value_t = 8)]
+        workers: usize,
+        #[arg(long, default_value_t = 20_000)]
+        requests: u64,
+        #[arg(long, default_value_t = 10_000)]
+        sensors: usize,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// In-process SQLite inserts of the same rows into the ack-path table: the raw limit
+    RawSqlite {
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        #[arg(long, default_value_t = 2_000_000)]
+        rows: u64,
+        #[arg(long, default_value_t = 10_000)]
+        sensors: usize,
+        #[arg(long, default_value_t = 5_000)]
+        rows_per_transaction: usize,
+    },
+}
+
+pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    let report = match args.scenario {
+        BenchScenario::IngestHttp {
+            target,
+            clients,
+            batch,
+            sensors,
+            readings,
+            no_message_ids,
+        } => {
+            let options = audrey_loadgen::IngestBenchOptions {
+                token: token_or_file(target.token, &target.data_dir)?,
+                base_url: target.url,
+                clients,
+                batch_size: batch,
+                sensors,
+                total_readings: readings,
+                with_message_ids: !no_message_ids,
+                server_pid: target.server_pid,
+            };
+            audrey_loadgen::bench_http_ingest(options).await?
+        }
+        BenchScenario::Preload {
+            target,
+            sensors,
+            readings,
+        } => {
+            let options = audrey_loadgen::IngestBenchOptions {
+                token: token_or_file(target.token, &target.data_dir)?,
+                base_url: target.url,
+                clients: 4,
+                batch_size: 5_000,
+                sensors,
+                total_readings: readings,
+                with_message_ids: false,
+                server_pid: target.server_pid,
+            };
+            audrey_loadgen::preload(options, readings).await?
+        }
+        BenchScenario::QueryNewest {
+            target,
+            workers,
+            requests,
+            sensors,
+            limit,
+        } => {
+            let options = audrey_loadgen::QueryBenchOptions {
+                token: token_or_file(target.token, &target.data_dir)?,
+                base_url: target.url,
+                workers,
+                requests,
+                sensors,
+                limit,
+            };
+            audrey_loadgen::bench_query_newest(options).await?
+        }
+        BenchScenario::RawSqlite {
+            dir,
+            rows,
+            sensors,
+            rows_per_transaction,
+        } => {
+            let scratch = match dir {
+                Some(dir) => dir,
+                None => {
+                    std::env::temp_dir().join(format!("audrey-raw-bench-{}", std::process::id()))
+                }
+            };
+            std::fs::create_dir_all(&scratch)?;
+            let result = tokio::task::spawn_blocking({
+                let scratch = scratch.clone();
+                move || {
+                    audrey_loadgen::bench_raw_sqlite(&scratch, rows, sensors, rows_per_transaction)
+                }
+            })
+            .await?;
+            let _ = std::fs::remove_dir_all(&scratch);
+            result?
+        }
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "{}",
+            audrey_loadgen::BenchReport::table(std::slice::from_ref(&report))
+        );
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct TokenArgs {
+    #[command(subcommand)]
+    action: TokenAction,
+    #[arg(
+        long,
+        global = true,
+        default_value = "audrey-data",
+        env = "AUDREY_DATA_DIR"
+    )]
+    data_dir: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum TokenAction {
+    /// Create a token; prints the secret once
+    Create {
+        /// Comma-separated: admin, write, read
+        #[arg(long, value_delimiter = ',', required = true)]
+        scope: Vec<String>,
+        /// Bind the token to one sensor: it may only write that sensor's readings
+        #[arg(long)]
+        sensor: Option<String>,
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    /// List tokens (never their secrets)
+    List,
+    /// Revoke a token by id (a running server notices within 30 seconds; the API revokes at once)
+    Revoke { id: String },
+}
+
+pub fn token(args: TokenArgs) -> anyhow::Result<()> {
+    let store = SqliteStore::open(
+        &args.data_dir,
+        SqliteOptions {
+            reader_connections: 1,
+            ..Default::default()
+        },
+    )?;
+    match args.action {
+        TokenAction::Create {
+            scope,
+            sensor,
+            name,
+        } => {
+            let scopes = scope
+                .iter()
+                .map(|text| {
+                    Scope::parse(text.trim())
+                        .with_context(|| format!("{text:?} is not admin, write or read"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let sensor = sensor
+                .as_deref()
+                .map(SensorId::parse)
+                .transpose()
+                .map_err(|error| anyhow::anyhow!("--sensor: {}", error.message))?;
+            let (record, secret) =
+                audrey_server::create_token(&store, &name, &scopes, sensor.as_ref())
+                    .map_err(|error| anyhow::anyhow!("{error:?}"))?;
+            println!(
+                "token id {} (scopes {}):",
+                record.id,
+                record.scopes.join(",")
+            );
+            println!("{secret}");
+        }
+        TokenAction::List => {
+            for token in store.tokens()? {
+                let revoked = token
+                    .revoked_at
+                    .map(|at| format!(" revoked {at}"))
+                    .unwrap_or_default();
+                let sensor = token
+                    .sensor_id
+                    .map(|id| format!(" sensor {id}"))
+                    .unwrap_or_default();
+                println!(
+                    "{}  {}  scopes {}{sensor}{revoked}",
+                    token.id,
+                    token.name,
+                    token.scopes.join(",")
+                );
+            }
+        }
+        TokenAction::Revoke { id } => {
+            store.revoke_token(&id, Millis::now())?;
+            println!("revoked {id}");
+        }
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct MigrateArgs {
+    #[arg(long, default_value = "audrey-data", env = "AUDREY_DATA_DIR")]
+    data_dir: PathBuf,
+}
+
+pub fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
+    let version = SqliteStore::migrate_only(&args.data_dir)?;
+    println!(
+        "schema version {version} (this Audrey knows {})",
+        SqliteStore::schema_version()
+    );
+    Ok(())
+}
