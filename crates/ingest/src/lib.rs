@@ -10,5 +10,5 @@
 mod pipeline;
 mod telemetry;
 
-pub use pipeline::{IncomingItem, IngestError, IngestOptions, ItemOutcome, Pipeline};
+pub use pipeline::{IncomingItem, IngestError, IngestOptions, ItemOutcome, Payload, Pipeline};
 pub use telemetry::IngestMetrics;

@@ -42,7 +42,42 @@ pub struct IncomingItem {
     /// The reading, or why it could not even be parsed.
     pub parsed: Result<RawReading, FieldError>,
     /// The item's raw text, kept in quarantine if it is rejected.
-    pub payload: String,
+    pub payload: Payload,
+}
+
+/// A slice of a request body shared by all its items: a batch costs one copy of the body,
+/// not one per reading, and only a rejected item's text is ever copied out.
+#[derive(Clone, Debug)]
+pub struct Payload {
+    body: Arc<str>,
+    range: std::ops::Range<usize>,
+}
+
+impl Payload {
+    pub fn whole(text: impl Into<Arc<str>>) -> Payload {
+        let body: Arc<str> = text.into();
+        let range = 0..body.len();
+        Payload { body, range }
+    }
+
+    /// `part` must be a sub-slice of `body` (as serde's raw values and `str::lines` give).
+    pub fn part_of(body: &Arc<str>, part: &str) -> Payload {
+        let start = (part.as_ptr() as usize).wrapping_sub(body.as_ptr() as usize);
+        let inside = start <= body.len() && start + part.len() <= body.len();
+        debug_assert!(inside, "a payload must be a slice of its body");
+        if inside {
+            Payload {
+                body: body.clone(),
+                range: start..start + part.len(),
+            }
+        } else {
+            Payload::whole(part)
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.body[self.range.clone()]
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -178,7 +213,7 @@ impl Pipeline {
                     validate_reading(raw, sensor.as_deref(), now)
                         .map_err(|errors| (Some(sensor_id), errors))
                 }
-                Err(error) => Err((sensor_id_hint(&item.payload), vec![error])),
+                Err(error) => Err((sensor_id_hint(item.payload.as_str()), vec![error])),
             };
             match checked {
                 Ok(valid) => {
@@ -280,7 +315,7 @@ impl Pipeline {
 fn quarantine_entry(
     sensor_id: Option<String>,
     errors: &[FieldError],
-    payload: String,
+    payload: Payload,
 ) -> QuarantineEntry {
     let first = errors.first();
     QuarantineEntry {
@@ -297,7 +332,7 @@ fn quarantine_entry(
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join("; "),
-        payload,
+        payload: payload.as_str().to_string(),
     }
 }
 

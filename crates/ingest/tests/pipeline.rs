@@ -7,7 +7,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use audrey_ingest::{
-    IncomingItem, IngestError, IngestMetrics, IngestOptions, ItemOutcome, Pipeline,
+    IncomingItem, IngestError, IngestMetrics, IngestOptions, ItemOutcome, Payload, Pipeline,
 };
 use audrey_model::{
     Location, LocationId, LocationInput, Millis, RawReading, ReadAtInput, Reading, ReadingId,
@@ -144,7 +144,7 @@ fn items(count: usize) -> Vec<IncomingItem> {
                 [("t".to_string(), 1.0)],
                 None,
             )),
-            payload: String::new(),
+            payload: Payload::whole(""),
         })
         .collect()
 }

@@ -22,7 +22,23 @@ impl ReadingValues {
     }
 
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_else(|_| "{}".to_string())
+        let mut text = String::with_capacity(16 + self.0.len() * 24);
+        self.write_json(&mut text);
+        text
+    }
+
+    /// Appends the JSON object form to `out`, reusing its allocation.
+    pub fn write_json(&self, out: &mut String) {
+        use std::fmt::Write;
+        out.push('{');
+        for (index, (name, value)) in self.0.iter().enumerate() {
+            if index > 0 {
+                out.push(',');
+            }
+            // Metric names are [A-Za-z0-9._:-] only: nothing to escape.
+            let _ = write!(out, "\"{}\":{}", name.as_str(), FiniteNumber(*value));
+        }
+        out.push('}');
     }
 
     /// Reads values back from the JSON text a store wrote with [`ReadingValues::to_json`].
@@ -49,6 +65,19 @@ impl Serialize for ReadingValues {
             map.serialize_entry(name.as_str(), value)?;
         }
         map.end()
+    }
+}
+
+/// Writes a finite f64 so it reads back as the same number (shortest round-trip form).
+struct FiniteNumber(f64);
+
+impl std::fmt::Display for FiniteNumber {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_finite() {
+            write!(formatter, "{:?}", self.0)
+        } else {
+            formatter.write_str("null")
+        }
     }
 }
 
@@ -172,6 +201,10 @@ impl ValidReading {
 
 /// Parses one reading's JSON; the error names the field where parsing stopped.
 pub fn parse_raw_reading(json: &str) -> Result<RawReading, FieldError> {
+    // The fast path parses directly; only a failure pays for tracking the field path.
+    if let Ok(raw) = serde_json::from_str::<RawReading>(json) {
+        return Ok(raw);
+    }
     let mut deserializer = serde_json::Deserializer::from_str(json);
     let raw: RawReading =
         serde_path_to_error::deserialize(&mut deserializer).map_err(FieldError::from_serde)?;
@@ -278,17 +311,23 @@ fn check_values(
     }
     let mut values = Vec::with_capacity(raw.values.len());
     for (name, value) in &raw.values {
-        let path = format!("values.{name}");
-        let metric = match MetricName::parse(name) {
+        let path = || format!("values.{name}");
+        let declared = sensor
+            .and_then(|sensor| sensor.metric(name))
+            .map(|spec| spec.name.clone());
+        let metric = match declared.map_or_else(|| MetricName::parse_interned(name), Ok) {
             Ok(metric) => metric,
             Err(error) => {
-                errors.push(FieldError { path, ..error });
+                errors.push(FieldError {
+                    path: path(),
+                    ..error
+                });
                 continue;
             }
         };
         if !value.is_finite() {
             errors.push(FieldError::new(
-                &path,
+                path(),
                 Reason::NonFiniteValue,
                 "must be a finite number",
             ));
@@ -298,7 +337,7 @@ fn check_values(
             match sensor.metric(name) {
                 None => {
                     errors.push(FieldError::new(
-                        &path,
+                        path(),
                         Reason::UndeclaredMetric,
                         format!("sensor {} does not declare metric {name}", sensor.id),
                     ));
@@ -311,7 +350,7 @@ fn check_values(
                         let bound =
                             |bound: Option<f64>| bound.map_or("-".into(), |b| b.to_string());
                         errors.push(FieldError::new(
-                            &path,
+                            path(),
                             Reason::OutOfRange,
                             format!(
                                 "{value} is outside the valid range [{}, {}]",

@@ -1,17 +1,24 @@
-//! The embedded store: one SQLite database file in the data directory.
+//! The embedded store: two SQLite database files in the data directory.
 //!
 //! Layout and durability (docs/architecture.md has the long form):
-//! - The acknowledgement path appends to `landing`, a table with no secondary index, in one
-//!   transaction per group commit. The database runs in WAL mode with `synchronous=FULL`, so
-//!   `COMMIT` returns only after the WAL is fsynced: an acknowledged reading is on disk.
+//! - `landing.db` holds what the acknowledgement path writes: `landing`, an append-only table
+//!   with no secondary index, plus quarantine and per-sensor counters, all in one transaction
+//!   per group commit. WAL mode with `synchronous=FULL`: `COMMIT` returns only after the WAL is
+//!   fsynced, so an acknowledged reading is on disk.
 //! - Every landed row is mirrored in the [`memtable`](memtable::Memtable), which answers
-//!   queries and dedup checks for rows not yet flushed.
-//! - A flush moves the oldest landed rows into `readings` (indexed by id, by sensor and time,
-//!   by location and time, by time, and by dedup key) sorted by sensor, and deletes them from
-//!   `landing`, in one transaction. Large sorted batches touch each index page once per batch
-//!   instead of once per commit, which is what keeps ingest fast with many interleaved sensors.
-//! - On open, `landing` is read back into the memtable: a crash loses nothing that committed.
+//!   queries and dedup checks for rows not yet flushed, and its dedup key goes into the
+//!   [`key filter`](key_filter::KeyFilter).
+//! - `audrey.db` holds the registry, tokens and `readings`, indexed by id, by sensor and time,
+//!   by location and time, by time, and by dedup key. A flush copies the oldest landed rows from
+//!   memory into `readings`, sorted by sensor, in one transaction on its own connection, so it
+//!   runs beside the acknowledgement path instead of blocking it; then it forgets them from the
+//!   memtable and deletes them from `landing`.
+//! - A crash between the flush's commit and the landing delete leaves rows in both files; on
+//!   open they are reloaded into the memtable and the next flush inserts them with
+//!   `INSERT OR IGNORE` (the id is unique), so nothing is lost or doubled.
 
+mod append;
+mod key_filter;
 mod memtable;
 mod readings;
 mod registry;
@@ -28,6 +35,7 @@ use rusqlite::Connection;
 use audrey_model::Sensor;
 
 use crate::StoreError;
+use key_filter::KeyFilter;
 use memtable::Memtable;
 
 #[derive(Clone, Debug)]
@@ -38,7 +46,7 @@ pub struct SqliteOptions {
     pub flush_age: Duration,
     /// The most rows one flush moves.
     pub flush_max_rows: usize,
-    /// Landed rows above this make `append` flush before it commits (backpressure).
+    /// Above this many landed rows `append` waits for the flush (backpressure).
     pub memtable_max_rows: usize,
     pub quarantine_max_rows: usize,
     pub quarantine_max_age: Duration,
@@ -48,10 +56,10 @@ pub struct SqliteOptions {
 impl Default for SqliteOptions {
     fn default() -> Self {
         SqliteOptions {
-            flush_rows: 50_000,
+            flush_rows: 100_000,
             flush_age: Duration::from_secs(2),
-            flush_max_rows: 200_000,
-            memtable_max_rows: 600_000,
+            flush_max_rows: 400_000,
+            memtable_max_rows: 1_200_000,
             quarantine_max_rows: 100_000,
             quarantine_max_age: Duration::from_secs(7 * 24 * 3600),
             reader_connections: 4,
@@ -60,17 +68,27 @@ impl Default for SqliteOptions {
 }
 
 pub struct SqliteStore {
-    path: PathBuf,
+    directory: PathBuf,
     options: SqliteOptions,
+    /// `audrey.db`: flushes, registry and token writes.
     writer: Mutex<Connection>,
+    /// `landing.db`: the acknowledgement path.
+    landing: Mutex<Connection>,
+    /// `landing.db` for reading quarantine and counters, and for checkpoints.
+    landing_reader: Mutex<Connection>,
+    /// `audrey.db` for queries.
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
     memtable: RwLock<Memtable>,
+    keys: RwLock<KeyFilter>,
+    /// One flush at a time.
+    flushing: Mutex<()>,
     sensors: RwLock<HashMap<Arc<str>, Arc<Sensor>>>,
     last_quarantine_trim: Mutex<std::time::Instant>,
 }
 
 pub(crate) const DATABASE_FILE: &str = "audrey.db";
+pub(crate) const LANDING_FILE: &str = "landing.db";
 
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     let connection = Connection::open(path)?;
@@ -79,55 +97,76 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     // FULL: the WAL is fsynced at every commit, so a committed transaction survives power loss.
     connection.pragma_update(None, "synchronous", "FULL")?;
     connection.pragma_update(None, "foreign_keys", "ON")?;
-    connection.pragma_update(None, "cache_size", -65_536)?;
+    connection.pragma_update(None, "cache_size", -131_072)?;
     connection.pragma_update(None, "temp_store", "MEMORY")?;
+    // After a checkpoint the WAL file is cut back to this size instead of keeping its peak.
+    connection.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
     connection.set_prepared_statement_cache_capacity(64);
     Ok(connection)
+}
+
+fn create_directory(directory: &Path) -> Result<(), StoreError> {
+    std::fs::create_dir_all(directory).map_err(|error| {
+        StoreError::Unavailable(format!("cannot create {}: {error}", directory.display()))
+    })
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the store in `data_dir`, applies migrations and reloads
     /// landed readings into memory.
     pub fn open(data_dir: &Path, options: SqliteOptions) -> Result<SqliteStore, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|error| {
-            StoreError::Unavailable(format!("cannot create {}: {error}", data_dir.display()))
-        })?;
-        let path = data_dir.join(DATABASE_FILE);
-        let mut writer = open_connection(&path)?;
-        schema::migrate(&mut writer)?;
+        create_directory(data_dir)?;
+        let main_path = data_dir.join(DATABASE_FILE);
+        let landing_path = data_dir.join(LANDING_FILE);
+        let mut writer = open_connection(&main_path)?;
+        schema::migrate(&mut writer, schema::MAIN)?;
+        let mut landing = open_connection(&landing_path)?;
+        schema::migrate(&mut landing, schema::LANDING)?;
+        // Checkpoints of landing.db run on the maintenance thread, not on the ack path.
+        landing.pragma_update(None, "wal_autocheckpoint", 0)?;
         let readers = (0..options.reader_connections.max(1))
-            .map(|_| open_connection(&path).map(Mutex::new))
+            .map(|_| open_connection(&main_path).map(Mutex::new))
             .collect::<Result<Vec<_>, _>>()?;
         let store = SqliteStore {
-            path,
+            directory: data_dir.to_path_buf(),
             options,
             writer: Mutex::new(writer),
+            landing: Mutex::new(landing),
+            landing_reader: Mutex::new(open_connection(&landing_path)?),
             readers,
             next_reader: AtomicUsize::new(0),
             memtable: RwLock::new(Memtable::default()),
+            keys: RwLock::new(KeyFilter::default()),
+            flushing: Mutex::new(()),
             sensors: RwLock::new(HashMap::new()),
             last_quarantine_trim: Mutex::new(std::time::Instant::now()),
         };
         store.reload_sensor_cache()?;
         store.reload_memtable()?;
+        store.reload_key_filter()?;
         Ok(store)
     }
 
     /// Applies migrations without starting anything; answers the schema version.
     pub fn migrate_only(data_dir: &Path) -> Result<usize, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|error| {
-            StoreError::Unavailable(format!("cannot create {}: {error}", data_dir.display()))
-        })?;
-        let mut connection = open_connection(&data_dir.join(DATABASE_FILE))?;
-        schema::migrate(&mut connection)
+        create_directory(data_dir)?;
+        let main = schema::migrate(
+            &mut open_connection(&data_dir.join(DATABASE_FILE))?,
+            schema::MAIN,
+        )?;
+        let landing = schema::migrate(
+            &mut open_connection(&data_dir.join(LANDING_FILE))?,
+            schema::LANDING,
+        )?;
+        Ok(main + landing)
     }
 
     pub fn schema_version() -> usize {
         schema::latest_version()
     }
 
-    pub fn database_path(&self) -> &Path {
-        &self.path
+    pub fn directory(&self) -> &Path {
+        &self.directory
     }
 
     /// Rows landed but not yet flushed into the indexed layout.
@@ -139,9 +178,15 @@ impl SqliteStore {
     }
 
     fn writer(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
-        self.writer
-            .lock()
-            .map_err(|_| StoreError::Internal("writer lock poisoned".into()))
+        self.writer.lock().map_err(poisoned)
+    }
+
+    fn landing(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
+        self.landing.lock().map_err(poisoned)
+    }
+
+    fn landing_reader(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
+        self.landing_reader.lock().map_err(poisoned)
     }
 
     fn reader(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
@@ -155,7 +200,7 @@ impl SqliteStore {
         }
         self.readers[start % self.readers.len()]
             .lock()
-            .map_err(|_| StoreError::Internal("reader lock poisoned".into()))
+            .map_err(poisoned)
     }
 }
 
@@ -175,6 +220,7 @@ impl crate::Store for SqliteStore {
     fn maintain(&self) -> Result<(), StoreError> {
         let now = audrey_model::Millis::now();
         self.flush_if_due(now)?;
+        self.checkpoint_landing()?;
         let mut last_trim = self.last_quarantine_trim.lock().map_err(poisoned)?;
         if last_trim.elapsed() >= Duration::from_secs(60) {
             *last_trim = std::time::Instant::now();
@@ -184,8 +230,9 @@ impl crate::Store for SqliteStore {
     }
 
     fn ready(&self) -> Result<(), StoreError> {
-        let writer = self.writer()?;
-        writer.execute_batch("BEGIN IMMEDIATE; ROLLBACK;")?;
+        self.landing()?
+            .execute_batch("BEGIN IMMEDIATE; ROLLBACK;")?;
+        self.writer()?.execute_batch("BEGIN IMMEDIATE; ROLLBACK;")?;
         Ok(())
     }
 

@@ -138,3 +138,55 @@ fn schema_migrations_report_their_version_and_are_idempotent() {
     );
     drop(registered(dir.path()));
 }
+
+#[test]
+fn rows_left_in_both_files_by_a_crash_mid_flush_are_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = registered(dir.path());
+        append(
+            &store,
+            (1..=3)
+                .map(|at| valid(at * 1000, Some(&format!("m{at}"))))
+                .collect(),
+        );
+    }
+    // What a crash after the flush's commit but before the landing delete leaves behind:
+    // the rows are in readings and still in landing.
+    let connection = rusqlite::Connection::open(dir.path().join("audrey.db")).unwrap();
+    connection
+        .execute(
+            &format!(
+                "ATTACH DATABASE '{}' AS landed",
+                dir.path().join("landing.db").display()
+            ),
+            [],
+        )
+        .unwrap();
+    let copied = connection
+        .execute(
+            "INSERT INTO readings (id, sensor_id, location_id, read_at, received_at, message_id, vals)
+             SELECT id, sensor_id, location_id, read_at, received_at, message_id, vals FROM landed.landing",
+            [],
+        )
+        .unwrap();
+    assert_eq!(copied, 3);
+    drop(connection);
+
+    let store = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap();
+    assert_eq!(
+        newest(&store, 10),
+        [3000, 2000, 1000],
+        "each reading once while in both files"
+    );
+    assert_eq!(store.flush_all().unwrap(), 3, "the flush runs again");
+    assert_eq!(
+        newest(&store, 10),
+        [3000, 2000, 1000],
+        "and still each reading once"
+    );
+    assert!(matches!(
+        append(&store, vec![valid(2000, Some("m2"))])[0],
+        AppendOutcome::Duplicate(_)
+    ));
+}

@@ -8,7 +8,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use audrey_ingest::{IncomingItem, ItemOutcome};
+use std::sync::Arc;
+
+use audrey_ingest::{IncomingItem, ItemOutcome, Payload};
 use audrey_model::{
     ErrorCode, FieldError, LocationId, ReadingId, Reason, SensorId, parse_raw_reading,
 };
@@ -102,10 +104,10 @@ fn is_ndjson(headers: &HeaderMap) -> Result<bool, ApiError> {
     }
 }
 
-fn item(text: &str) -> IncomingItem {
+fn item(body: &Arc<str>, text: &str) -> IncomingItem {
     IncomingItem {
         parsed: parse_raw_reading(text),
-        payload: text.to_string(),
+        payload: Payload::part_of(body, text),
     }
 }
 
@@ -155,6 +157,9 @@ fn split_items(
             error.valid_up_to()
         ))
     })?;
+    // One shared copy of the body; each item's payload is a slice of it.
+    let body: Arc<str> = Arc::from(text);
+    let text: &str = &body;
     if exceeds_nesting(text, MAX_NESTING) {
         return Err(ApiError::malformed(format!(
             "the body nests deeper than {MAX_NESTING} levels"
@@ -175,7 +180,10 @@ fn split_items(
         if lines.len() > max {
             return Err(too_many());
         }
-        return Ok((lines.into_iter().map(item).collect(), Shape::Batch));
+        return Ok((
+            lines.into_iter().map(|line| item(&body, line)).collect(),
+            Shape::Batch,
+        ));
     }
     match text.trim_start().as_bytes().first() {
         Some(b'[') => {
@@ -186,7 +194,9 @@ fn split_items(
                 return Err(too_many());
             }
             Ok((
-                raw.into_iter().map(|value| item(value.get())).collect(),
+                raw.into_iter()
+                    .map(|value| item(&body, value.get()))
+                    .collect(),
                 Shape::Batch,
             ))
         }
@@ -194,7 +204,7 @@ fn split_items(
             let raw: &RawValue = serde_json::from_str(text).map_err(|error| {
                 ApiError::malformed(format!("the body is not valid JSON: {error}"))
             })?;
-            Ok((vec![item(raw.get())], Shape::Single))
+            Ok((vec![item(&body, raw.get())], Shape::Single))
         }
         _ => Err(ApiError::malformed(
             "the body must be a JSON object, a JSON array of objects, or NDJSON (application/x-ndjson)",

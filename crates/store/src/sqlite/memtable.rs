@@ -52,10 +52,19 @@ impl Memtable {
         self.rows.push_back((seq, reading));
     }
 
-    /// The landing seq of the newest row among the first `count`.
-    pub fn seq_after(&self, count: usize) -> Option<i64> {
+    /// The oldest `count` rows and the landing seq of the newest of them.
+    pub fn oldest(&self, count: usize) -> Option<(i64, Vec<Arc<Reading>>)> {
         let count = count.min(self.rows.len());
-        (count > 0).then(|| self.rows[count - 1].0)
+        if count == 0 {
+            return None;
+        }
+        let rows = self
+            .rows
+            .iter()
+            .take(count)
+            .map(|(_, reading)| reading.clone())
+            .collect();
+        Some((self.rows[count - 1].0, rows))
     }
 
     /// Forgets every row with landing seq ≤ `up_to` (they are now in the readings table).

@@ -1,14 +1,13 @@
-//! Versioned migrations of the SQLite schema, applied in order at open; `PRAGMA user_version`
-//! records how many have been applied.
+//! Versioned migrations of the two SQLite databases, applied in order at open;
+//! `PRAGMA user_version` records how many each has had.
 
 use rusqlite::Connection;
 
 use crate::StoreError;
 
-/// Each entry is one migration; never edit one that has shipped, append a new one.
-const MIGRATIONS: &[&str] = &[
-    // 1: registry, readings (landing + indexed), quarantine, counters, tokens.
-    r#"
+/// Migrations of `audrey.db`: the registry, tokens and the indexed readings. Each entry is
+/// one migration; never edit one that has shipped, append a new one.
+pub(crate) const MAIN: &[&str] = &[r#"
     CREATE TABLE locations (
         id TEXT PRIMARY KEY,
         name TEXT NOT NULL,
@@ -37,17 +36,6 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX sensors_location ON sensors(location_id);
 
-    -- Append-only: the acknowledgement path writes here and nowhere else.
-    CREATE TABLE landing (
-        seq INTEGER PRIMARY KEY,
-        id BLOB NOT NULL,
-        sensor_id TEXT NOT NULL,
-        location_id TEXT NOT NULL,
-        read_at INTEGER NOT NULL,
-        received_at INTEGER NOT NULL,
-        message_id TEXT,
-        vals TEXT NOT NULL
-    );
     -- The indexed layout that the background flush fills in large sorted batches.
     CREATE TABLE readings (
         seq INTEGER PRIMARY KEY,
@@ -66,6 +54,30 @@ const MIGRATIONS: &[&str] = &[
     CREATE UNIQUE INDEX readings_message ON readings(sensor_id, message_id)
         WHERE message_id IS NOT NULL;
 
+    CREATE TABLE tokens (
+        id TEXT PRIMARY KEY,
+        hash TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL,
+        scopes TEXT NOT NULL,
+        sensor_id TEXT,
+        created_at INTEGER NOT NULL,
+        revoked_at INTEGER
+    );
+    "#];
+
+/// Migrations of `landing.db`: everything the acknowledgement path writes in one transaction.
+pub(crate) const LANDING: &[&str] = &[r#"
+    -- Append-only: the acknowledgement path writes here and nowhere else.
+    CREATE TABLE landing (
+        seq INTEGER PRIMARY KEY,
+        id BLOB NOT NULL,
+        sensor_id TEXT NOT NULL,
+        location_id TEXT NOT NULL,
+        read_at INTEGER NOT NULL,
+        received_at INTEGER NOT NULL,
+        message_id TEXT,
+        vals TEXT NOT NULL
+    );
     CREATE TABLE quarantine (
         id INTEGER PRIMARY KEY,
         received_at INTEGER NOT NULL,
@@ -76,47 +88,39 @@ const MIGRATIONS: &[&str] = &[
         payload TEXT NOT NULL
     );
     CREATE INDEX quarantine_sensor ON quarantine(sensor_id, id);
-
     CREATE TABLE sensor_counters (
         sensor_id TEXT PRIMARY KEY,
         accepted INTEGER NOT NULL DEFAULT 0,
         duplicate INTEGER NOT NULL DEFAULT 0,
         rejected INTEGER NOT NULL DEFAULT 0
     ) WITHOUT ROWID;
+    "#];
 
-    CREATE TABLE tokens (
-        id TEXT PRIMARY KEY,
-        hash TEXT NOT NULL UNIQUE,
-        name TEXT NOT NULL,
-        scopes TEXT NOT NULL,
-        sensor_id TEXT,
-        created_at INTEGER NOT NULL,
-        revoked_at INTEGER
-    );
-    "#,
-];
-
+/// The schema version of this build: the sum over both databases.
 pub(crate) fn latest_version() -> usize {
-    MIGRATIONS.len()
+    MAIN.len() + LANDING.len()
 }
 
 /// Applies the migrations this database has not seen; answers the resulting version.
-pub(crate) fn migrate(connection: &mut Connection) -> Result<usize, StoreError> {
+pub(crate) fn migrate(
+    connection: &mut Connection,
+    migrations: &[&str],
+) -> Result<usize, StoreError> {
     let current: i64 = connection.query_row("PRAGMA user_version", [], |row| row.get(0))?;
     let current = current as usize;
-    if current > MIGRATIONS.len() {
+    if current > migrations.len() {
         return Err(StoreError::Internal(format!(
             "the database has schema version {current}, newer than this Audrey knows ({}); \
              upgrade Audrey",
-            MIGRATIONS.len()
+            migrations.len()
         )));
     }
-    for (index, migration) in MIGRATIONS.iter().enumerate().skip(current) {
+    for (index, migration) in migrations.iter().enumerate().skip(current) {
         let transaction = connection.transaction()?;
         transaction.execute_batch(migration)?;
         transaction.pragma_update(None, "user_version", index as i64 + 1)?;
         transaction.commit()?;
         tracing::info!(version = index + 1, "applied schema migration");
     }
-    Ok(MIGRATIONS.len())
+    Ok(migrations.len())
 }
