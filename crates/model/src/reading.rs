@@ -43,17 +43,38 @@ impl ReadingValues {
 
     /// Reads values back from the JSON text a store wrote with [`ReadingValues::to_json`].
     pub fn from_json(text: &str) -> Option<ReadingValues> {
-        let map: Vec<(String, f64)> =
-            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(text)
-                .ok()?
-                .into_iter()
-                .map(|(name, value)| Some((name, value.as_f64()?)))
-                .collect::<Option<_>>()?;
-        let values = map
-            .into_iter()
-            .map(|(name, value)| Some((MetricName::parse(&name).ok()?, value)))
-            .collect::<Option<Vec<_>>>()?;
-        Some(ReadingValues(values))
+        serde_json::from_str(text).ok()
+    }
+}
+
+impl<'de> Deserialize<'de> for ReadingValues {
+    /// Straight into sorted `(name, value)` pairs with interned names: reading stored values
+    /// back is on every query's hot path.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = ReadingValues;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("an object of metric names to numbers")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<ReadingValues, A::Error> {
+                let mut values = Vec::with_capacity(map.size_hint().unwrap_or(4));
+                while let Some(name) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    let value: f64 = map.next_value()?;
+                    let metric = MetricName::parse_interned(&name)
+                        .map_err(|error| serde::de::Error::custom(error.message))?;
+                    values.push((metric, value));
+                }
+                values.sort_by(|left: &(MetricName, f64), right| left.0.cmp(&right.0));
+                Ok(ReadingValues(values))
+            }
+        }
+        deserializer.deserialize_map(Visitor)
     }
 }
 

@@ -1,0 +1,287 @@
+//! The `audrey` commands besides the crash test: tokens from the command line, settings from
+//! audrey.toml and the environment, migrate, simulate, and serve --demo.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+#[path = "support/server_process.rs"]
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use support::ServerProcess;
+
+fn audrey(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_audrey"))
+        .args(args)
+        .env("AUDREY_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+fn text(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn a_token_created_on_the_command_line_works_over_http_until_revoked() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_str().unwrap();
+    let server = ServerProcess::start(dir.path()).await;
+    let created = audrey(&[
+        "token",
+        "create",
+        "--scope",
+        "read",
+        "--name",
+        "dashboard",
+        "--data-dir",
+        data_dir,
+    ]);
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let output = text(&created);
+    let secret = output.lines().last().unwrap().trim().to_string();
+    assert!(secret.starts_with("aud_"), "{output}");
+    let client = reqwest::Client::new();
+    let read = client
+        .get(format!("{}/api/v1/readings", server.base_url))
+        .bearer_auth(&secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200);
+    let write = client
+        .post(format!("{}/api/v1/readings", server.base_url))
+        .bearer_auth(&secret)
+        .json(&json!({"sensor_id": "x", "read_at": 1, "values": {"t": 1}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(write.status(), 403, "a read token cannot write");
+
+    let listed = text(&audrey(&["token", "list", "--data-dir", data_dir]));
+    assert!(
+        listed.contains("dashboard") && !listed.contains(&secret),
+        "{listed}"
+    );
+    let id = output.split_whitespace().nth(2).unwrap().to_string();
+    assert!(
+        audrey(&["token", "revoke", &id, "--data-dir", data_dir])
+            .status
+            .success()
+    );
+    let listed = text(&audrey(&["token", "list", "--data-dir", data_dir]));
+    assert!(
+        listed
+            .lines()
+            .any(|line| line.starts_with(&id) && line.contains("revoked")),
+        "{listed}"
+    );
+    server.terminate().await;
+}
+
+#[test]
+fn an_unknown_scope_on_the_command_line_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = audrey(&[
+        "token",
+        "create",
+        "--scope",
+        "root",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("root"));
+}
+
+#[test]
+fn migrate_reports_the_schema_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = audrey(&["migrate", "--data-dir", dir.path().to_str().unwrap()]);
+    assert!(output.status.success());
+    assert!(
+        text(&output).starts_with("schema version 2"),
+        "{}",
+        text(&output)
+    );
+}
+
+#[tokio::test]
+async fn settings_come_from_audrey_toml_and_the_environment_overrides_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let data_dir = dir.path().join("from-file");
+    let config = dir.path().join("audrey.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "http_addr = \"127.0.0.1:{port}\"\ndata_dir = {:?}\n",
+            data_dir
+        ),
+    )
+    .unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_audrey"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .env("AUDREY_MAX_BODY_BYTES", "1000")
+        .env("AUDREY_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let mut alive = false;
+    for _ in 0..100 {
+        if client
+            .get(format!("http://127.0.0.1:{port}/healthz"))
+            .send()
+            .await
+            .is_ok()
+        {
+            alive = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(alive, "the server listens on the address from audrey.toml");
+    let token = std::fs::read_to_string(data_dir.join("admin.token")).unwrap();
+    let big = json!([{"sensor_id": "x".repeat(2000), "read_at": 1, "values": {"t": 1}}]);
+    let response = client
+        .post(format!("http://127.0.0.1:{port}/api/v1/readings"))
+        .bearer_auth(token.trim())
+        .json(&big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413, "AUDREY_MAX_BODY_BYTES applies");
+    child.start_kill().unwrap();
+    let _ = child.wait().await;
+}
+
+#[tokio::test]
+async fn simulate_registers_a_fleet_and_its_readings_arrive() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path()).await;
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_audrey"))
+        .args([
+            "simulate",
+            "--url",
+            &server.base_url,
+            "--token",
+            &server.token,
+        ])
+        .args([
+            "--sensors",
+            "20",
+            "--locations",
+            "4",
+            "--rate",
+            "200",
+            "--seconds",
+            "3",
+            "--batch",
+            "20",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let client = reqwest::Client::new();
+    let sensors: Value = client
+        .get(format!("{}/api/v1/sensors?limit=100", server.base_url))
+        .bearer_auth(&server.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(sensors["count"], 20);
+    let readings: Value = client
+        .get(format!("{}/api/v1/readings?limit=10000", server.base_url))
+        .bearer_auth(&server.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let stored = readings["count"].as_u64().unwrap();
+    assert!(
+        stored >= 300,
+        "about 600 readings in 3 s at 200/s, {stored} stored"
+    );
+    let summary = text(&output);
+    assert!(summary.contains("accepted"), "{summary}");
+    server.terminate().await;
+}
+
+#[tokio::test]
+async fn serve_demo_shows_data_flowing_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_audrey"))
+        .args([
+            "serve",
+            "--demo",
+            "--demo-sensors",
+            "10",
+            "--demo-rate",
+            "50",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env("AUDREY_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut base_url = None;
+    while let Some(line) = lines.next_line().await.unwrap() {
+        if let Some(rest) = line.split("serving HTTP on ").nth(1) {
+            base_url = Some(rest.split_whitespace().next().unwrap().to_string());
+            break;
+        }
+    }
+    let base_url = base_url.expect("the demo server says where it listens");
+    let token = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
+    let client = reqwest::Client::new();
+    let mut stored = 0;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let page: Value = client
+            .get(format!("{base_url}/api/v1/readings?limit=100"))
+            .bearer_auth(token.trim())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        stored = page["count"].as_u64().unwrap();
+        if stored >= 20 {
+            break;
+        }
+    }
+    assert!(
+        stored >= 20,
+        "the demo simulator's readings arrive; {stored} stored"
+    );
+    child.start_kill().unwrap();
+    let _ = child.wait().await;
+}
