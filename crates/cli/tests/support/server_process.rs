@@ -1,3 +1,6 @@
+// Each test binary that includes this module uses a different part of it.
+#![allow(dead_code)]
+
 //! Runs the real `audrey` binary as a child process, for tests that must kill it.
 
 use std::path::Path;
