@@ -8,6 +8,7 @@
 mod auth;
 mod error;
 mod http;
+mod registry;
 mod state;
 
 use std::future::Future;
