@@ -12,6 +12,13 @@ pub struct ServeArgs {
     /// Address of the HTTP API [default: 127.0.0.1:8080]
     #[arg(long, env = "AUDREY_HTTP_ADDR")]
     pub http_addr: Option<SocketAddr>,
+    /// Address of the gRPC API [default: 127.0.0.1:50051]; "off" disables it
+    #[arg(long, env = "AUDREY_GRPC_ADDR")]
+    pub grpc_addr: Option<String>,
+    /// Serve the compatibility SensorService WITHOUT authentication on this address
+    /// (trusted networks only) [default: off]
+    #[arg(long, env = "AUDREY_COMPAT_ADDR")]
+    pub compat_addr: Option<SocketAddr>,
     /// Directory holding the embedded store and the admin token [default: ./audrey-data]
     #[arg(long, env = "AUDREY_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -39,6 +46,8 @@ pub struct ServeArgs {
 #[serde(deny_unknown_fields)]
 struct FileSettings {
     http_addr: Option<SocketAddr>,
+    grpc_addr: Option<String>,
+    compat_addr: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
     max_body_bytes: Option<usize>,
     queue_readings: Option<usize>,
@@ -47,6 +56,8 @@ struct FileSettings {
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     pub http_addr: SocketAddr,
+    pub grpc_addr: Option<SocketAddr>,
+    pub compat_addr: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub max_body_bytes: usize,
     pub queue_readings: usize,
@@ -63,7 +74,14 @@ impl ServeConfig {
             None => FileSettings::default(),
         };
         let http_defaults = audrey_server::HttpOptions::default();
+        let grpc_addr = match args.grpc_addr.or(file.grpc_addr).as_deref() {
+            Some("off") => None,
+            Some(text) => Some(text.parse().with_context(|| format!("--grpc-addr {text:?} is not host:port or off"))?),
+            None => Some(SocketAddr::from(([127, 0, 0, 1], 50051))),
+        };
         Ok(ServeConfig {
+            grpc_addr,
+            compat_addr: args.compat_addr.or(file.compat_addr),
             http_addr: args
                 .http_addr
                 .or(file.http_addr)

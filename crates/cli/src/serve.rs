@@ -73,7 +73,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         tracing::info!("shutting down: no new connections, committing what is in flight");
         let _ = stop_demo.send(true);
     };
-    audrey_server::serve(listener, state, shutdown).await?;
+    audrey_server::serve(listeners, state, shutdown).await?;
     if let Some(demo) = demo {
         let _ = demo.await;
     }
@@ -126,4 +126,18 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = interrupt.await;
+}
+
+async fn bind_optional(
+    address: Option<std::net::SocketAddr>,
+    what: &str,
+) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    match address {
+        Some(address) => Ok(Some(
+            tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("binding the {what} address {address}"))?,
+        )),
+        None => Ok(None),
+    }
 }

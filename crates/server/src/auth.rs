@@ -185,6 +185,39 @@ impl Principal {
     }
 }
 
+/// Resolves the value of an `authorization` header (HTTP) or metadata entry (gRPC).
+pub(crate) async fn authenticate(
+    state: &AppState,
+    header: Option<&str>,
+) -> Result<Principal, ApiError> {
+    let unauthenticated = |message: &str| ApiError::new(ErrorCode::Unauthenticated, message);
+    let header = header.ok_or_else(|| unauthenticated("missing authorization: Bearer <token>"))?;
+    let secret = header
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+        .filter(|secret| !secret.is_empty())
+        .ok_or_else(|| unauthenticated("authorization must be: Bearer <token>"))?;
+    let hash = hash_token(secret);
+    let store = state.store.clone();
+    let tokens = state.tokens.clone();
+    let token = tokio::task::spawn_blocking(move || tokens.find(&*store, &hash))
+        .await
+        .map_err(|_| ApiError::new(ErrorCode::Internal, "internal error"))??
+        .filter(|token| token.revoked_at.is_none())
+        .ok_or_else(|| unauthenticated("the token is unknown or revoked"))?;
+    Ok(Principal {
+        scopes: token
+            .scopes
+            .iter()
+            .filter_map(|scope| Scope::parse(scope))
+            .collect(),
+        sensor: token
+            .sensor_id
+            .as_deref()
+            .and_then(|id| SensorId::parse(id).ok()),
+    })
+}
+
 impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
@@ -192,37 +225,18 @@ impl FromRequestParts<AppState> for Principal {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let unauthenticated = |message: &str| ApiError::new(ErrorCode::Unauthenticated, message);
         let header = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
-            .ok_or_else(|| unauthenticated("missing Authorization: Bearer <token> header"))?;
-        let secret = header
-            .to_str()
-            .ok()
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|secret| !secret.is_empty())
-            .ok_or_else(|| unauthenticated("the Authorization header must be: Bearer <token>"))?;
-        let hash = hash_token(secret);
-        let store = state.store.clone();
-        let tokens = state.tokens.clone();
-        let token = tokio::task::spawn_blocking(move || tokens.find(&*store, &hash))
-            .await
-            .map_err(|_| ApiError::new(ErrorCode::Internal, "internal error"))??
-            .filter(|token| token.revoked_at.is_none())
-            .ok_or_else(|| unauthenticated("the token is unknown or revoked"))?;
-        Ok(Principal {
-            scopes: token
-                .scopes
-                .iter()
-                .filter_map(|scope| Scope::parse(scope))
-                .collect(),
-            sensor: token
-                .sensor_id
-                .as_deref()
-                .and_then(|id| SensorId::parse(id).ok()),
-        })
+            .map(|value| value.to_str());
+        match header {
+            Some(Err(_)) => Err(ApiError::new(
+                ErrorCode::Unauthenticated,
+                "the authorization header is not text",
+            )),
+            Some(Ok(value)) => authenticate(state, Some(value)).await,
+            None => authenticate(state, None).await,
+        }
     }
 }
 

@@ -175,3 +175,37 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+impl From<ApiError> for tonic::Status {
+    /// The same codes as HTTP, mapped once: field problems travel as a `BadRequest` detail,
+    /// a retry delay as `RetryInfo`.
+    fn from(error: ApiError) -> tonic::Status {
+        use tonic_types::{ErrorDetails, StatusExt};
+        let code = match error.code {
+            ErrorCode::Malformed | ErrorCode::Invalid => tonic::Code::InvalidArgument,
+            ErrorCode::NotFound => tonic::Code::NotFound,
+            ErrorCode::MethodNotAllowed => tonic::Code::Unimplemented,
+            ErrorCode::Conflict => tonic::Code::AlreadyExists,
+            ErrorCode::PayloadTooLarge | ErrorCode::Overloaded => tonic::Code::ResourceExhausted,
+            ErrorCode::Unauthenticated => tonic::Code::Unauthenticated,
+            ErrorCode::PermissionDenied => tonic::Code::PermissionDenied,
+            ErrorCode::Unavailable => tonic::Code::Unavailable,
+            ErrorCode::Internal => tonic::Code::Internal,
+        };
+        let mut details = ErrorDetails::new();
+        for field in &error.details {
+            details.add_bad_request_violation(
+                field.path.clone(),
+                format!("{}: {}", field.reason.as_str(), field.message),
+            );
+        }
+        if let Some(seconds) = error.retry_after_seconds {
+            details.set_retry_info(Some(std::time::Duration::from_secs(seconds)));
+        }
+        if error.details.is_empty() && error.retry_after_seconds.is_none() {
+            tonic::Status::new(code, error.message)
+        } else {
+            tonic::Status::with_error_details(code, error.message, details)
+        }
+    }
+}

@@ -13,6 +13,8 @@ use axum::routing::get;
 
 use audrey_model::{ErrorCode, Location, Sensor};
 
+pub(crate) use readings::blocking;
+
 use crate::{ApiError, AppState};
 
 pub(crate) fn router(state: AppState) -> Router {

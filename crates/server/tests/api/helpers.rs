@@ -46,7 +46,7 @@ impl TestApp {
         let address = format!("http://{}", listener.local_addr().expect("address"));
         let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(audrey_server::serve(
-            listener,
+            audrey_server::Listeners::http_only(listener),
             AppState::new(pipeline, http),
             async {
                 let _ = stopped.await;

@@ -1,0 +1,244 @@
+//! Between protobuf messages and domain types. No rules here: validation is the model's.
+
+use audrey_ingest::{IncomingItem, ItemOutcome, Payload};
+use audrey_model::{
+    FieldError, Location, LocationInput, MetricName, MetricSpec, RawReading, ReadAtInput, Reading,
+    Reason, Sensor, SensorInput,
+};
+use audrey_proto::v1;
+
+fn non_empty(text: String) -> Option<String> {
+    (!text.is_empty()).then_some(text)
+}
+
+/// A protobuf reading as a pipeline item; its JSON form is what quarantine keeps.
+pub(crate) fn incoming(input: v1::ReadingInput) -> IncomingItem {
+    let read_at = match input.read_time {
+        Some(v1::reading_input::ReadTime::ReadAtMs(millis)) => {
+            Some(ReadAtInput::EpochMillis(millis))
+        }
+        Some(v1::reading_input::ReadTime::ReadAt(text)) => Some(ReadAtInput::Text(text)),
+        None => None,
+    };
+    let payload = serde_json::json!({
+        "sensor_id": input.sensor_id,
+        "location_id": input.location_id,
+        "read_at": match &read_at {
+            Some(ReadAtInput::EpochMillis(millis)) => serde_json::json!(millis),
+            Some(ReadAtInput::Text(text)) => serde_json::json!(text),
+            None => serde_json::Value::Null,
+        },
+        "values": input.values,
+        "message_id": input.message_id,
+    })
+    .to_string();
+    let parsed = match read_at {
+        Some(read_at) => Ok(RawReading::new(
+            input.sensor_id,
+            non_empty(input.location_id),
+            read_at,
+            input.values,
+            non_empty(input.message_id),
+        )),
+        None => Err(FieldError::new(
+            "read_at",
+            Reason::MissingField,
+            "set read_at_ms or read_at",
+        )),
+    };
+    IncomingItem {
+        parsed,
+        payload: Payload::whole(payload),
+    }
+}
+
+pub(crate) fn reading(reading: &Reading) -> v1::Reading {
+    v1::Reading {
+        id: reading.id.to_string(),
+        sensor_id: reading.sensor_id.to_string(),
+        location_id: reading.location_id.to_string(),
+        read_at_ms: reading.read_at.0,
+        received_at_ms: reading.received_at.0,
+        values: reading
+            .values
+            .0
+            .iter()
+            .map(|(name, value)| (name.to_string(), *value))
+            .collect(),
+        message_id: reading
+            .message_id
+            .as_ref()
+            .map(|id| id.as_str().to_string())
+            .unwrap_or_default(),
+    }
+}
+
+pub(crate) fn violations(errors: Vec<FieldError>) -> Vec<v1::FieldViolation> {
+    errors
+        .into_iter()
+        .map(|error| v1::FieldViolation {
+            path: error.path,
+            reason: error.reason.as_str().to_string(),
+            message: error.message,
+        })
+        .collect()
+}
+
+pub(crate) fn result(outcome: ItemOutcome) -> v1::ReadingResult {
+    use v1::reading_result::Status;
+    match outcome {
+        ItemOutcome::Accepted(id) => v1::ReadingResult {
+            status: Status::Accepted as i32,
+            id: id.to_string(),
+            errors: Vec::new(),
+        },
+        ItemOutcome::Duplicate(id) => v1::ReadingResult {
+            status: Status::Duplicate as i32,
+            id: id.to_string(),
+            errors: Vec::new(),
+        },
+        ItemOutcome::Rejected(errors) => v1::ReadingResult {
+            status: Status::Rejected as i32,
+            id: String::new(),
+            errors: violations(errors),
+        },
+    }
+}
+
+pub(crate) fn batch_ack(batch_id: u64, outcomes: Vec<ItemOutcome>) -> v1::BatchAck {
+    let mut ack = v1::BatchAck {
+        batch_id,
+        ..Default::default()
+    };
+    for outcome in outcomes {
+        match &outcome {
+            ItemOutcome::Accepted(_) => ack.accepted += 1,
+            ItemOutcome::Duplicate(_) => ack.duplicates += 1,
+            ItemOutcome::Rejected(_) => ack.rejected += 1,
+        }
+        ack.results.push(result(outcome));
+    }
+    ack
+}
+
+pub(crate) fn location(location: &Location) -> v1::Location {
+    v1::Location {
+        id: location.id.to_string(),
+        name: location.name.clone(),
+        city: location.city.clone(),
+        country: location.country.clone(),
+        latitude: location.latitude,
+        longitude: location.longitude,
+        altitude: location.altitude,
+        timezone: location.timezone.clone(),
+        iata: location.iata.clone(),
+        icao: location.icao.clone(),
+        created_at_ms: location.created_at.0,
+        updated_at_ms: location.updated_at.0,
+        deleted_at_ms: location.deleted_at.map(|at| at.0),
+    }
+}
+
+pub(crate) fn location_input(message: v1::Location) -> LocationInput {
+    LocationInput {
+        id: non_empty(message.id),
+        name: message.name,
+        city: message.city,
+        country: message.country,
+        latitude: message.latitude,
+        longitude: message.longitude,
+        altitude: message.altitude,
+        timezone: non_empty(message.timezone),
+        iata: message.iata,
+        icao: message.icao,
+    }
+}
+
+pub(crate) fn sensor(sensor: &Sensor) -> v1::Sensor {
+    v1::Sensor {
+        id: sensor.id.to_string(),
+        name: sensor.name.clone(),
+        kind: sensor.kind.clone(),
+        location_id: sensor.location_id.to_string(),
+        metrics: sensor
+            .metrics
+            .iter()
+            .map(|metric| v1::Metric {
+                name: metric.name.to_string(),
+                unit: metric.unit.clone(),
+                min: metric.min,
+                max: metric.max,
+            })
+            .collect(),
+        expected_interval_seconds: sensor.expected_interval_seconds,
+        created_at_ms: sensor.created_at.0,
+        updated_at_ms: sensor.updated_at.0,
+        deleted_at_ms: sensor.deleted_at.map(|at| at.0),
+    }
+}
+
+pub(crate) fn sensor_input(message: v1::Sensor) -> Result<SensorInput, FieldError> {
+    let metrics = message
+        .metrics
+        .into_iter()
+        .enumerate()
+        .map(|(index, metric)| {
+            let name = MetricName::parse(&metric.name).map_err(|error| FieldError {
+                path: format!("metrics[{index}].name"),
+                ..error
+            })?;
+            Ok(MetricSpec {
+                name,
+                unit: metric.unit,
+                min: metric.min,
+                max: metric.max,
+            })
+        })
+        .collect::<Result<Vec<_>, FieldError>>()?;
+    Ok(SensorInput {
+        id: non_empty(message.id),
+        name: message.name,
+        kind: message.kind,
+        location_id: message.location_id,
+        metrics,
+        expected_interval_seconds: message.expected_interval_seconds,
+    })
+}
+
+/// The JSON fields of `input` named by `mask`, as a merge patch; a field the mask names but
+/// the message leaves unset becomes null (removed).
+pub(crate) fn masked_patch(
+    input: &impl serde::Serialize,
+    mask: &[String],
+) -> Result<serde_json::Value, FieldError> {
+    let full = serde_json::to_value(input)
+        .map_err(|_| FieldError::new("", Reason::InvalidFormat, "cannot encode the message"))?;
+    let mut patch = serde_json::Map::new();
+    for (index, path) in mask.iter().enumerate() {
+        if path == "id" || full.get(path).is_none() && !is_optional_field(path) {
+            return Err(FieldError::new(
+                format!("update_mask[{index}]"),
+                Reason::UnknownField,
+                format!("{path:?} is not a field that can be updated"),
+            ));
+        }
+        patch.insert(
+            path.clone(),
+            full.get(path).cloned().unwrap_or(serde_json::Value::Null),
+        );
+    }
+    Ok(serde_json::Value::Object(patch))
+}
+
+fn is_optional_field(path: &str) -> bool {
+    matches!(
+        path,
+        "city"
+            | "country"
+            | "altitude"
+            | "timezone"
+            | "iata"
+            | "icao"
+            | "expected_interval_seconds"
+    )
+}
