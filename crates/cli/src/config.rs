@@ -76,7 +76,10 @@ impl ServeConfig {
         let http_defaults = audrey_server::HttpOptions::default();
         let grpc_addr = match args.grpc_addr.or(file.grpc_addr).as_deref() {
             Some("off") => None,
-            Some(text) => Some(text.parse().with_context(|| format!("--grpc-addr {text:?} is not host:port or off"))?),
+            Some(text) => Some(
+                text.parse()
+                    .with_context(|| format!("--grpc-addr {text:?} is not host:port or off"))?,
+            ),
             None => Some(SocketAddr::from(([127, 0, 0, 1], 50051))),
         };
         Ok(ServeConfig {

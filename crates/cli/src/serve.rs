@@ -48,10 +48,26 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding the HTTP address {}", config.http_addr))?;
     let address = listener.local_addr()?;
+    let grpc = bind_optional(config.grpc_addr, "gRPC").await?;
+    let compat = bind_optional(config.compat_addr, "compatibility").await?;
     println!(
         "Audrey is serving HTTP on http://{address} (data in {})",
         data_dir.display()
     );
+    if let Some(grpc) = &grpc {
+        println!("Audrey is serving gRPC on http://{}", grpc.local_addr()?);
+    }
+    if let Some(compat) = &compat {
+        println!(
+            "Audrey is serving the compatibility SensorService without authentication on http://{} (trusted networks only)",
+            compat.local_addr()?
+        );
+    }
+    let listeners = audrey_server::Listeners {
+        http: listener,
+        grpc,
+        compat,
+    };
 
     let (stop_demo, demo_stopped) = tokio::sync::watch::channel(false);
     let demo = match config.demo {

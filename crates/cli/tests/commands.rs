@@ -129,7 +129,13 @@ async fn settings_come_from_audrey_toml_and_the_environment_overrides_them() {
     )
     .unwrap();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_audrey"))
-        .args(["serve", "--config", config.to_str().unwrap()])
+        .args([
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+            "--grpc-addr",
+            "off",
+        ])
         .env("AUDREY_MAX_BODY_BYTES", "1000")
         .env("AUDREY_LOG", "warn")
         .stdout(std::process::Stdio::null())

@@ -13,6 +13,7 @@ use tokio::process::{Child, Command};
 pub struct ServerProcess {
     pub child: Child,
     pub base_url: String,
+    pub grpc_url: String,
     pub token: String,
 }
 
@@ -20,7 +21,14 @@ impl ServerProcess {
     /// Starts `audrey serve` on an ephemeral port and waits until it says where it listens.
     pub async fn start(data_dir: &Path) -> ServerProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_audrey"))
-            .args(["serve", "--http-addr", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "serve",
+                "--http-addr",
+                "127.0.0.1:0",
+                "--grpc-addr",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
             .arg(data_dir)
             .env("AUDREY_LOG", "warn")
             .stdout(Stdio::piped())
@@ -29,10 +37,17 @@ impl ServerProcess {
             .expect("start audrey serve");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
-        let base_url = tokio::time::timeout(Duration::from_secs(60), async {
+        let (mut http, mut grpc) = (None, None);
+        let (base_url, grpc_url) = tokio::time::timeout(Duration::from_secs(60), async {
             while let Some(line) = lines.next_line().await.expect("read stdout") {
                 if let Some(rest) = line.split("serving HTTP on ").nth(1) {
-                    return rest.split_whitespace().next().expect("address").to_string();
+                    http = Some(rest.split_whitespace().next().expect("address").to_string());
+                }
+                if let Some(rest) = line.split("serving gRPC on ").nth(1) {
+                    grpc = Some(rest.split_whitespace().next().expect("address").to_string());
+                }
+                if let (Some(http), Some(grpc)) = (&http, &grpc) {
+                    return (http.clone(), grpc.clone());
                 }
             }
             panic!("audrey serve exited before listening");
@@ -48,6 +63,7 @@ impl ServerProcess {
         ServerProcess {
             child,
             base_url,
+            grpc_url,
             token,
         }
     }
