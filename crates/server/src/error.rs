@@ -209,3 +209,112 @@ impl From<ApiError> for tonic::Status {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use audrey_model::Reason;
+    use std::time::Duration;
+    use tonic_types::StatusExt;
+
+    #[test]
+    fn overloaded_is_503_with_retry_after_and_resource_exhausted_with_retry_info() {
+        let error = || {
+            ApiError::from(IngestError::Overloaded {
+                retry_after: Duration::from_secs(2),
+            })
+        };
+        let response = error().into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+        let status = tonic::Status::from(error());
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(
+            status
+                .get_details_retry_info()
+                .and_then(|info| info.retry_delay),
+            Some(Duration::from_secs(2))
+        );
+    }
+
+    #[test]
+    fn an_unavailable_store_is_503_and_unavailable_without_internal_detail() {
+        let error = || {
+            ApiError::from(StoreError::Unavailable(
+                "disk I/O error at /secret/path".into(),
+            ))
+        };
+        assert_eq!(
+            error().into_response().status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        let status = tonic::Status::from(error());
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert!(
+            !status.message().contains("/secret/path"),
+            "internal details stay in the log"
+        );
+    }
+
+    #[test]
+    fn field_problems_travel_as_bad_request_violations() {
+        let error = ApiError::invalid(
+            "bad",
+            vec![FieldError::new("values.t", Reason::OutOfRange, "too hot")],
+        );
+        let status = tonic::Status::from(error);
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        let violations = status.get_details_bad_request().unwrap().field_violations;
+        assert_eq!(violations[0].field, "values.t");
+        assert_eq!(violations[0].description, "out_of_range: too hot");
+    }
+
+    #[test]
+    fn every_code_has_one_http_status_and_one_grpc_code() {
+        let pairs = [
+            (
+                ErrorCode::Malformed,
+                StatusCode::BAD_REQUEST,
+                tonic::Code::InvalidArgument,
+            ),
+            (
+                ErrorCode::Invalid,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                tonic::Code::InvalidArgument,
+            ),
+            (
+                ErrorCode::NotFound,
+                StatusCode::NOT_FOUND,
+                tonic::Code::NotFound,
+            ),
+            (
+                ErrorCode::Conflict,
+                StatusCode::CONFLICT,
+                tonic::Code::AlreadyExists,
+            ),
+            (
+                ErrorCode::Unauthenticated,
+                StatusCode::UNAUTHORIZED,
+                tonic::Code::Unauthenticated,
+            ),
+            (
+                ErrorCode::PermissionDenied,
+                StatusCode::FORBIDDEN,
+                tonic::Code::PermissionDenied,
+            ),
+            (
+                ErrorCode::Internal,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                tonic::Code::Internal,
+            ),
+        ];
+        for (code, http, grpc) in pairs {
+            assert_eq!(ApiError::new(code, "x").http_status(), http, "{code:?}");
+            assert_eq!(
+                tonic::Status::from(ApiError::new(code, "x")).code(),
+                grpc,
+                "{code:?}"
+            );
+        }
+    }
+}
