@@ -103,7 +103,7 @@ fn python_with_grpc() -> Result<PathBuf, String> {
             "--disable-pip-version-check",
             "--no-input",
         ])
-        // Wheels only: building grpcio from source takes most of an hour.
+        // Wheels only: building grpcio from C++ source would take tens of minutes here.
         .args(["--only-binary=:all:", "--retries", "1", "--timeout", "30"])
         .args(["--requirement", REQUIREMENTS_PATH]))
     .map_err(|problem| format!("pip could not install {REQUIREMENTS_PATH}: {problem}"))?;
