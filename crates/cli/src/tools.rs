@@ -144,6 +144,51 @@ enum BenchScenario {
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
+    /// The scenario matrix: workers x requests per worker over gRPC unary/batch/stream and
+    /// HTTP single/batch
+    Matrix {
+        #[command(flatten)]
+        target: ServerTarget,
+        #[arg(
+            long,
+            default_value = "http://127.0.0.1:50051",
+            env = "AUDREY_GRPC_URL"
+        )]
+        grpc_url: String,
+        /// Cells as WORKERSxREQUESTS, comma-separated [default: 1x10,10x10,10x100,50x200,100x100,200x50,1x10000,10000x1]
+        #[arg(long)]
+        cells: Option<String>,
+        /// grpc-unary, grpc-batch, grpc-stream, http-single, http-batch, or all
+        #[arg(long, default_value = "all")]
+        transports: String,
+        /// Readings per request for batch and stream transports
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+        #[arg(long, default_value_t = 10_000)]
+        sensors: usize,
+    },
+    /// gRPC queries: oldest N, newest N, by id (100 workers), range scan rows/s
+    GrpcQueries {
+        #[command(flatten)]
+        target: ServerTarget,
+        #[arg(
+            long,
+            default_value = "http://127.0.0.1:50051",
+            env = "AUDREY_GRPC_URL"
+        )]
+        grpc_url: String,
+        #[arg(long, default_value_t = 10_000)]
+        sensors: usize,
+        /// N for oldest/newest N
+        #[arg(long, default_value_t = 100)]
+        limit: u64,
+        #[arg(long, default_value_t = 8)]
+        workers: usize,
+        #[arg(long, default_value_t = 10_000)]
+        requests: u64,
+        #[arg(long, default_value_t = 20_000)]
+        by_id_requests: u64,
+    },
     /// In-process SQLite inserts of the same rows into the ack-path table: the raw limit
     RawSqlite {
         #[arg(long)]
@@ -158,7 +203,7 @@ enum BenchScenario {
 }
 
 pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
-    let report = match args.scenario {
+    let reports = match args.scenario {
         BenchScenario::IngestHttp {
             target,
             clients,
@@ -177,7 +222,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
                 with_message_ids: !no_message_ids,
                 server_pid: target.server_pid,
             };
-            audrey_loadgen::bench_http_ingest(options).await?
+            vec![audrey_loadgen::bench_http_ingest(options).await?]
         }
         BenchScenario::Preload {
             target,
@@ -194,7 +239,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
                 with_message_ids: false,
                 server_pid: target.server_pid,
             };
-            audrey_loadgen::preload(options, readings).await?
+            vec![audrey_loadgen::preload(options, readings).await?]
         }
         BenchScenario::QueryNewest {
             target,
@@ -211,7 +256,45 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
                 sensors,
                 limit,
             };
-            audrey_loadgen::bench_query_newest(options).await?
+            vec![audrey_loadgen::bench_query_newest(options).await?]
+        }
+        BenchScenario::Matrix {
+            target,
+            grpc_url,
+            cells,
+            transports,
+            batch,
+            sensors,
+        } => {
+            let token = token_or_file(target.token, &target.data_dir)?;
+            let mut options = audrey_loadgen::MatrixOptions::new(&target.url, &grpc_url, &token);
+            if let Some(cells) = cells {
+                options.cells = audrey_loadgen::parse_cells(&cells)?;
+            }
+            options.transports = audrey_loadgen::parse_transports(&transports)?;
+            options.batch_size = batch;
+            options.sensors = sensors;
+            options.server_pid = target.server_pid;
+            audrey_loadgen::bench_matrix(options).await?
+        }
+        BenchScenario::GrpcQueries {
+            target,
+            grpc_url,
+            sensors,
+            limit,
+            workers,
+            requests,
+            by_id_requests,
+        } => {
+            let token = token_or_file(target.token, &target.data_dir)?;
+            let mut options = audrey_loadgen::GrpcQueryOptions::new(&grpc_url, &token);
+            options.sensors = sensors;
+            options.limit = limit;
+            options.workers = workers;
+            options.requests = requests;
+            options.by_id_requests = by_id_requests;
+            options.server_pid = target.server_pid;
+            audrey_loadgen::bench_grpc_queries(options).await?
         }
         BenchScenario::RawSqlite {
             dir,
@@ -219,11 +302,13 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             sensors,
             rows_per_transaction,
         } => {
-            let scratch = match dir {
-                Some(dir) => dir,
-                None => {
-                    std::env::temp_dir().join(format!("audrey-raw-bench-{}", std::process::id()))
-                }
+            // Only a directory this command made itself is removed afterwards.
+            let (scratch, ours) = match dir {
+                Some(dir) => (dir, false),
+                None => (
+                    std::env::temp_dir().join(format!("audrey-raw-bench-{}", std::process::id())),
+                    true,
+                ),
             };
             std::fs::create_dir_all(&scratch)?;
             let result = tokio::task::spawn_blocking({
@@ -233,17 +318,20 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
                 }
             })
             .await?;
-            let _ = std::fs::remove_dir_all(&scratch);
-            result?
+            if ours {
+                let _ = std::fs::remove_dir_all(&scratch);
+            }
+            vec![result?]
         }
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        println!("{}", serde_json::to_string_pretty(&reports)?);
     } else {
-        println!(
-            "{}",
-            audrey_loadgen::BenchReport::table(std::slice::from_ref(&report))
-        );
+        println!("{}", audrey_loadgen::BenchReport::table(&reports));
+    }
+    let errors: u64 = reports.iter().map(|report| report.errors).sum();
+    if errors > 0 {
+        anyhow::bail!("{errors} requests failed; the figures above are not a clean measurement");
     }
     Ok(())
 }

@@ -6,7 +6,9 @@
 //! per-worker tallies. The scenarios share one fleet of bench sensors (`bench-00000`, …), so the
 //! query benchmark can read what `preload` wrote.
 
+mod grpc_queries;
 mod http_ingest;
+mod matrix;
 mod query;
 mod raw_sqlite;
 mod report;
@@ -21,7 +23,13 @@ use crate::progress;
 use crate::registration::{Registration, register_all};
 use crate::wire::{LocationBody, SensorBody};
 
+pub use grpc_queries::{BY_ID_WORKERS, GrpcQueryOptions, bench_grpc_queries};
 pub use http_ingest::{IngestBenchOptions, bench_http_ingest, preload};
+pub use matrix::{
+    DEFAULT_MATRIX_BATCH_SIZE, DEFAULT_MATRIX_CELLS, DEFAULT_MATRIX_SENSORS, MatrixOptions,
+    Transport, UNACKNOWLEDGED_BATCHES_AT_MOST, bench_matrix, parse_cell, parse_cells,
+    parse_transports, scenario_label,
+};
 pub use query::{QueryBenchOptions, bench_query_newest};
 pub use raw_sqlite::bench_raw_sqlite;
 pub use report::BenchReport;

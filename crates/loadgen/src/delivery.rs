@@ -134,7 +134,7 @@ pub async fn deliver(
 }
 
 /// 100 ms, 200 ms, 400 ms, … up to 5 s: quick recovery from a blip, no hammering of a dead server.
-fn backoff(failed_attempts: u64) -> Duration {
+pub(crate) fn backoff(failed_attempts: u64) -> Duration {
     let doublings = failed_attempts.saturating_sub(1).min(16) as u32;
     FIRST_BACKOFF
         .saturating_mul(2u32.saturating_pow(doublings))

@@ -6,9 +6,10 @@
 //! deliberate faults), sending them at a steady rate or as fast as the server takes them, and
 //! measuring what happened (HDR latency histograms, throughput, the server's CPU time).
 //!
-//! It talks to the server only through its public HTTP API, exactly as a device or gateway would,
-//! so it must never depend on the server, ingest or store crates: a benchmark that reaches
-//! around the API measures something no user sees. The one exception is [`bench_raw_sqlite`],
+//! It talks to the server only through its public HTTP and gRPC APIs (the gRPC messages come from
+//! `audrey-proto`, the published protocol), exactly as a device or gateway would, so it must never
+//! depend on the server, ingest or store crates: a benchmark that reaches around the API measures
+//! something no user sees. The one exception is [`bench_raw_sqlite`],
 //! which measures the storage engine's ceiling directly with its own copy of the landing table
 //! and deliberately shares no code with the store. Nothing here asserts on timing; numbers are
 //! reported, never tested.
@@ -17,13 +18,17 @@ mod api_client;
 mod bench;
 mod clock;
 mod delivery;
+mod grpc_client;
 mod progress;
 mod registration;
 mod simulate;
 mod wire;
 
 pub use bench::{
-    BenchReport, IngestBenchOptions, QueryBenchOptions, bench_http_ingest, bench_query_newest,
-    bench_raw_sqlite, preload,
+    BY_ID_WORKERS, BenchReport, DEFAULT_MATRIX_BATCH_SIZE, DEFAULT_MATRIX_CELLS,
+    DEFAULT_MATRIX_SENSORS, GrpcQueryOptions, IngestBenchOptions, MatrixOptions, QueryBenchOptions,
+    Transport, UNACKNOWLEDGED_BATCHES_AT_MOST, bench_grpc_queries, bench_http_ingest, bench_matrix,
+    bench_query_newest, bench_raw_sqlite, parse_cell, parse_cells, parse_transports, preload,
+    scenario_label,
 };
 pub use simulate::{SimulateOptions, SimulateReport, simulate};

@@ -55,6 +55,14 @@ fn draw_target(quiet: bool) -> ProgressDrawTarget {
     }
 }
 
+/// Writes `line` to stderr only when stderr is not a terminal: there the bars draw nothing, and a
+/// log of a long run should still say what finished.
+pub fn note_when_unseen(line: impl FnOnce() -> String) {
+    if !std::io::stderr().is_terminal() {
+        eprintln!("{}", line());
+    }
+}
+
 /// Writes a status line to stderr every few seconds, only when nobody sees the live one.
 #[derive(Debug)]
 pub struct PlainStatus {

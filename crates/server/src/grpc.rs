@@ -14,7 +14,6 @@ mod registry;
 use std::future::Future;
 
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Status};
 
 use audrey_proto::compat::sensor_service_server::SensorServiceServer;
@@ -101,6 +100,12 @@ where
     receiver
 }
 
+/// Accepted connections with Nagle off: a gRPC answer is written as headers+data, then
+/// trailers, and with Nagle on the trailers wait for the peer's delayed ACK (~40 ms).
+fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
 /// Serves the Audrey gRPC services with health and reflection until `shutdown` resolves.
 pub async fn serve_grpc(
     listener: tokio::net::TcpListener,
@@ -150,7 +155,7 @@ pub async fn serve_grpc(
             authenticate: true,
         }));
     router
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await
 }
 
@@ -165,6 +170,6 @@ pub async fn serve_compat(
             state,
             authenticate: false,
         }))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await
 }

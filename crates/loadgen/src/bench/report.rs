@@ -1,4 +1,6 @@
-//! What a benchmark measured, how workers add up their share of it, and how it is printed.
+//! What a benchmark measured and how workers add up their share of it; [`table`] prints it.
+
+mod table;
 
 use std::time::Duration;
 
@@ -17,6 +19,10 @@ const SIGNIFICANT_DIGITS: u8 = 3;
 pub struct BenchReport {
     pub scenario: String,
     pub workers: usize,
+    /// Requests each worker was given, for scenarios that fix it (the matrix); total planned
+    /// requests are `workers * requests_per_worker`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requests_per_worker: Option<u64>,
     /// Requests the server answered (for the raw store: transactions committed).
     pub requests: u64,
     /// Readings the server stored or recognised as duplicates (query: readings returned).
@@ -41,9 +47,22 @@ pub struct BenchReport {
     pub max: Duration,
     /// The server process's user + system CPU time during the timed part, when its pid was given.
     pub server_cpu_seconds: Option<f64>,
+    /// Readings (for queries: rows) per second of server CPU: what the work cost, whatever the
+    /// wall clock said. Absent without a server pid.
+    pub readings_per_server_cpu_second: Option<f64>,
     /// What the first error was, so a failed run says why and not only how often.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_error: Option<String>,
+}
+
+impl BenchReport {
+    /// The report of a scenario that could not run at all (no connection, nothing to query), so
+    /// a run of several scenarios still shows the others and says why this one is empty.
+    pub fn failed(scenario: &str, workers: usize, why: String) -> anyhow::Result<BenchReport> {
+        let mut tally = Tally::new()?;
+        tally.record_error(|| why);
+        Ok(tally.into_report(scenario, workers, Duration::ZERO, None))
+    }
 }
 
 fn milliseconds<S: serde::Serializer>(
@@ -153,6 +172,7 @@ impl Tally {
         BenchReport {
             scenario: scenario.to_string(),
             workers,
+            requests_per_worker: None,
             requests: self.requests,
             readings: self.readings,
             errors: self.errors,
@@ -170,95 +190,12 @@ impl Tally {
                 Duration::from_micros(self.latencies.max())
             },
             server_cpu_seconds,
+            readings_per_server_cpu_second: server_cpu_seconds
+                .filter(|cpu_seconds| *cpu_seconds > 0.0)
+                .map(|cpu_seconds| self.readings as f64 / cpu_seconds),
             first_error: self.first_error,
         }
     }
-}
-
-impl BenchReport {
-    /// A plain-text table, one row per report, numbers right-aligned, followed by any first
-    /// errors so a failing run cannot be mistaken for a fast one.
-    pub fn table(reports: &[BenchReport]) -> String {
-        const HEADERS: [&str; 14] = [
-            "scenario",
-            "workers",
-            "requests",
-            "readings",
-            "errors",
-            "retries",
-            "rejected",
-            "elapsed s",
-            "requests/s",
-            "readings/s",
-            "p50 ms",
-            "p90 ms",
-            "p99 ms",
-            "max ms",
-        ];
-        let header_row: Vec<String> = HEADERS
-            .iter()
-            .map(|header| header.to_string())
-            .chain(std::iter::once("server cpu s".to_string()))
-            .collect();
-        let mut rows = vec![header_row];
-        for report in reports {
-            rows.push(vec![
-                report.scenario.clone(),
-                report.workers.to_string(),
-                report.requests.to_string(),
-                report.readings.to_string(),
-                report.errors.to_string(),
-                report.retries.to_string(),
-                report.rejected_readings.to_string(),
-                format!("{:.2}", report.elapsed.as_secs_f64()),
-                format!("{:.1}", report.requests_per_second),
-                format!("{:.0}", report.readings_per_second),
-                format_milliseconds(report.p50),
-                format_milliseconds(report.p90),
-                format_milliseconds(report.p99),
-                format_milliseconds(report.max),
-                report
-                    .server_cpu_seconds
-                    .map_or_else(|| "-".to_string(), |seconds| format!("{seconds:.2}")),
-            ]);
-        }
-        let widths: Vec<usize> = (0..rows[0].len())
-            .map(|column| {
-                rows.iter()
-                    .map(|row| row[column].chars().count())
-                    .max()
-                    .unwrap_or(0)
-            })
-            .collect();
-        let mut table = String::new();
-        for row in &rows {
-            let cells: Vec<String> = row
-                .iter()
-                .zip(&widths)
-                .enumerate()
-                .map(|(column, (cell, width))| {
-                    // The scenario name reads best left-aligned, numbers right-aligned.
-                    if column == 0 {
-                        format!("{cell:<width$}")
-                    } else {
-                        format!("{cell:>width$}")
-                    }
-                })
-                .collect();
-            table.push_str(cells.join("  ").trim_end());
-            table.push('\n');
-        }
-        for report in reports {
-            if let Some(error) = &report.first_error {
-                table.push_str(&format!("{}: first error: {error}\n", report.scenario));
-            }
-        }
-        table
-    }
-}
-
-fn format_milliseconds(duration: Duration) -> String {
-    format!("{:.2}", duration.as_secs_f64() * 1000.0)
 }
 
 #[cfg(test)]
@@ -288,42 +225,19 @@ mod tests {
     }
 
     #[test]
-    fn the_table_has_every_column_and_one_row_per_report() {
-        let table = BenchReport::table(&[sample_report(), sample_report()]);
-        let lines: Vec<&str> = table.lines().collect();
-        assert_eq!(lines.len(), 3);
-        for column in [
-            "scenario",
-            "workers",
-            "requests",
-            "readings",
-            "errors",
-            "retries",
-            "requests/s",
-            "readings/s",
-            "p50 ms",
-            "p90 ms",
-            "p99 ms",
-            "max ms",
-            "server cpu s",
-        ] {
-            assert!(lines[0].contains(column), "missing {column}: {}", lines[0]);
-        }
-        assert!(lines[1].starts_with("http-ingest"));
-        assert!(lines[1].contains("50000"));
-        assert!(lines[1].ends_with("1.50"));
-    }
-
-    #[test]
-    fn the_first_error_is_printed_under_the_table() {
+    fn readings_per_server_cpu_second_needs_the_cpu_time() {
+        assert_eq!(
+            sample_report().readings_per_server_cpu_second,
+            Some(100_000.0 / 1.5)
+        );
         let mut tally = Tally::new().unwrap();
-        tally.record_error(|| "HTTP 401: no token".to_string());
-        tally.record_error(|| "a later error".to_string());
-        let report = tally.into_report("query-newest", 1, Duration::from_secs(1), None);
-        assert_eq!(report.errors, 2);
-        let table = BenchReport::table(&[report]);
-        assert!(table.contains("query-newest: first error: HTTP 401: no token"));
-        assert!(!table.contains("a later error"));
+        tally.readings = 10;
+        let without_pid = tally
+            .clone()
+            .into_report("x", 1, Duration::from_secs(1), None);
+        assert_eq!(without_pid.readings_per_server_cpu_second, None);
+        let idle = tally.into_report("x", 1, Duration::from_secs(1), Some(0.0));
+        assert_eq!(idle.readings_per_server_cpu_second, None);
     }
 
     #[test]
@@ -348,5 +262,7 @@ mod tests {
         assert_eq!(json["elapsed_seconds"], 2.0);
         assert!(json["p99_ms"].as_f64().unwrap() > 90.0);
         assert!(json.get("first_error").is_none());
+        assert!(json.get("requests_per_worker").is_none());
+        assert!(json["readings_per_server_cpu_second"].as_f64().unwrap() > 66_000.0);
     }
 }
