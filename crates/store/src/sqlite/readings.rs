@@ -166,11 +166,23 @@ fn readings_sql(query: &ReadingQuery) -> (String, Vec<Value>) {
         sql.push_str(" AND location_id = ?");
         values.push(Value::Text(location.to_string()));
     }
-    if let Some(from) = query.from {
+    // A cursor narrows the read_at range itself: given two lower (or upper) bounds on the
+    // same column SQLite starts the index scan at one of them, and starting at `from` would
+    // re-walk every earlier page on each later page.
+    let (mut from, mut to) = (query.from, query.to);
+    match (query.after, query.order) {
+        (Some(cursor), Order::Oldest) => from = from.max(Some(cursor.read_at)),
+        (Some(cursor), Order::Newest) => {
+            let through_cursor = Millis(cursor.read_at.0.saturating_add(1));
+            to = Some(to.map_or(through_cursor, |to| to.min(through_cursor)));
+        }
+        (None, _) => {}
+    }
+    if let Some(from) = from {
         sql.push_str(" AND read_at >= ?");
         values.push(Value::Integer(from.0));
     }
-    if let Some(to) = query.to {
+    if let Some(to) = to {
         sql.push_str(" AND read_at < ?");
         values.push(Value::Integer(to.0));
     }
