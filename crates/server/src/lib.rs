@@ -9,6 +9,7 @@ mod auth;
 mod error;
 mod grpc;
 mod http;
+mod queries;
 mod registry;
 mod state;
 

@@ -120,20 +120,7 @@ impl v1::query_service_server::QueryService for QueryApi {
         principal(&self.0, &request).await?.require(Scope::Read)?;
         let sensor = SensorId::parse(&request.get_ref().sensor_id).map_err(invalid)?;
         let reading = blocking(&self.0, move |store| {
-            if store.sensor(&sensor)?.is_none() {
-                return Err(ApiError::not_found(format!("sensor {sensor}")));
-            }
-            let query = ReadingQuery {
-                sensor: Some(sensor.clone()),
-                limit: 1,
-                ..Default::default()
-            };
-            store
-                .readings(&query)?
-                .items
-                .into_iter()
-                .next()
-                .ok_or_else(|| ApiError::not_found(format!("a reading of sensor {sensor}")))
+            crate::queries::latest_reading(store, sensor)
         })
         .await?;
         Ok(Response::new(convert::reading(&reading)))

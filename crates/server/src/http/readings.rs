@@ -376,16 +376,7 @@ pub(crate) async fn latest(
     let sensor =
         SensorId::parse(&id).map_err(|error| ApiError::invalid("bad sensor id", vec![error]))?;
     let reading = blocking(&state, move |store| {
-        if store.sensor(&sensor)?.is_none() {
-            return Err(ApiError::not_found(format!("sensor {sensor}")));
-        }
-        let query = ReadingQuery {
-            sensor: Some(sensor.clone()),
-            limit: 1,
-            ..Default::default()
-        };
-        let newest = store.readings(&query)?.items.into_iter().next();
-        newest.ok_or_else(|| ApiError::not_found(format!("a reading of sensor {sensor}")))
+        crate::queries::latest_reading(store, sensor)
     })
     .await?;
     Ok(Json(reading).into_response())

@@ -51,10 +51,7 @@ pub(crate) async fn counters(
     let sensor =
         SensorId::parse(&id).map_err(|error| ApiError::invalid("bad sensor id", vec![error]))?;
     let counters = blocking(&state, move |store| {
-        if store.sensor(&sensor)?.is_none() {
-            return Err(ApiError::not_found(format!("sensor {sensor}")));
-        }
-        Ok(store.counters(&sensor)?)
+        crate::queries::sensor_counters(store, sensor)
     })
     .await?;
     Ok(Json(counters).into_response())
