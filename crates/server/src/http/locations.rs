@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 
 use audrey_store::LocationFilter;
 
-use super::params::{Problems, QueryParams};
+use super::params::registry_list_params;
 use super::readings::{ListBody, MAX_LIST_LIMIT, blocking};
 use crate::auth::{Principal, Scope};
 use crate::{ApiError, AppState};
@@ -17,24 +17,14 @@ pub(crate) async fn list(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     principal.require(Scope::Read)?;
-    let params = QueryParams::parse(
-        query.as_deref(),
-        &["country", "city", "include_deleted", "limit", "cursor"],
-    )?;
-    let mut problems = Problems::default();
-    let include_deleted = problems
-        .check(params.flag("include_deleted"))
-        .unwrap_or(false);
-    let limit = problems
-        .check(params.limit(100, MAX_LIST_LIMIT))
-        .unwrap_or(100);
-    problems.finish("the query is invalid")?;
+    let (params, paging) =
+        registry_list_params(query.as_deref(), &["country", "city"], MAX_LIST_LIMIT)?;
     let filter = LocationFilter {
         country: params.text("country").map(str::to_string),
         city: params.text("city").map(str::to_string),
-        include_deleted,
-        limit,
-        after: params.text("cursor").map(str::to_string),
+        include_deleted: paging.include_deleted,
+        limit: paging.limit,
+        after: paging.after,
     };
     let page = blocking(&state, move |store| Ok(store.locations(&filter)?)).await?;
     Ok(Json(ListBody::new(page)).into_response())

@@ -123,6 +123,49 @@ fn decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The paging and visibility parameters every registry list takes.
+pub(crate) struct RegistryPaging {
+    pub include_deleted: bool,
+    pub limit: usize,
+    pub after: Option<String>,
+}
+
+/// Parses a registry list's query string: its own `filters` plus `include_deleted`, `limit`
+/// and `cursor`.
+pub(crate) fn registry_list_params(
+    raw: Option<&str>,
+    filters: &[&str],
+    max_limit: usize,
+) -> Result<(QueryParams, RegistryPaging), ApiError> {
+    let known: Vec<&str> = filters
+        .iter()
+        .copied()
+        .chain(["include_deleted", "limit", "cursor"])
+        .collect();
+    let params = QueryParams::parse(raw, &known)?;
+    let mut problems = Problems::default();
+    let include_deleted = problems
+        .check(params.flag("include_deleted"))
+        .unwrap_or(false);
+    let limit = problems.check(params.limit(100, max_limit)).unwrap_or(100);
+    problems.finish("the query is invalid")?;
+    let after = params.text("cursor").map(str::to_string);
+    Ok((
+        params,
+        RegistryPaging {
+            include_deleted,
+            limit,
+            after,
+        },
+    ))
+}
+
+/// A sensor id from a path segment, or 422 naming it.
+pub(crate) fn sensor_in_path(id: &str) -> Result<audrey_model::SensorId, ApiError> {
+    audrey_model::SensorId::parse(id)
+        .map_err(|error| ApiError::invalid("bad sensor id", vec![error]))
+}
+
 /// Collects field errors; `finish` answers 422 when any were found.
 #[derive(Default)]
 pub(crate) struct Problems(Vec<FieldError>);

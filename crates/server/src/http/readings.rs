@@ -16,7 +16,7 @@ use audrey_model::{
 };
 use audrey_store::{Cursor, Order, QuarantineFilter, ReadingQuery, Store};
 
-use super::params::{Problems, QueryParams, read_body};
+use super::params::{Problems, QueryParams, read_body, sensor_in_path};
 use crate::auth::{Principal, Scope};
 use crate::{ApiError, AppState};
 
@@ -373,8 +373,7 @@ pub(crate) async fn latest(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     principal.require(Scope::Read)?;
-    let sensor =
-        SensorId::parse(&id).map_err(|error| ApiError::invalid("bad sensor id", vec![error]))?;
+    let sensor = sensor_in_path(&id)?;
     let reading = blocking(&state, move |store| {
         crate::queries::latest_reading(store, sensor)
     })

@@ -4,10 +4,9 @@ use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 
-use audrey_model::SensorId;
 use audrey_store::SensorFilter;
 
-use super::params::{Problems, QueryParams};
+use super::params::{registry_list_params, sensor_in_path};
 use super::readings::{ListBody, MAX_LIST_LIMIT, blocking};
 use crate::auth::{Principal, Scope};
 use crate::{ApiError, AppState};
@@ -18,24 +17,14 @@ pub(crate) async fn list(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     principal.require(Scope::Read)?;
-    let params = QueryParams::parse(
-        query.as_deref(),
-        &["location", "kind", "include_deleted", "limit", "cursor"],
-    )?;
-    let mut problems = Problems::default();
-    let include_deleted = problems
-        .check(params.flag("include_deleted"))
-        .unwrap_or(false);
-    let limit = problems
-        .check(params.limit(100, MAX_LIST_LIMIT))
-        .unwrap_or(100);
-    problems.finish("the query is invalid")?;
+    let (params, paging) =
+        registry_list_params(query.as_deref(), &["location", "kind"], MAX_LIST_LIMIT)?;
     let filter = SensorFilter {
         location: params.text("location").map(str::to_string),
         kind: params.text("kind").map(str::to_string),
-        include_deleted,
-        limit,
-        after: params.text("cursor").map(str::to_string),
+        include_deleted: paging.include_deleted,
+        limit: paging.limit,
+        after: paging.after,
     };
     let page = blocking(&state, move |store| Ok(store.sensors(&filter)?)).await?;
     Ok(Json(ListBody::new(page)).into_response())
@@ -48,8 +37,7 @@ pub(crate) async fn counters(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     principal.require(Scope::Read)?;
-    let sensor =
-        SensorId::parse(&id).map_err(|error| ApiError::invalid("bad sensor id", vec![error]))?;
+    let sensor = sensor_in_path(&id)?;
     let counters = blocking(&state, move |store| {
         crate::queries::sensor_counters(store, sensor)
     })
