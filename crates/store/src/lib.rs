@@ -35,6 +35,21 @@ pub enum AppendOutcome {
 pub struct AppendBatch {
     pub readings: Vec<ValidReading>,
     pub quarantine: Vec<QuarantineEntry>,
+    /// Ids given out before this append (a spool replaying readings it already acknowledged):
+    /// when present it holds one id per reading and the store keeps them instead of minting
+    /// new ones. A reading whose dedup key is already stored is still a duplicate.
+    pub assigned_ids: Option<Vec<ReadingId>>,
+}
+
+impl AppendBatch {
+    /// The id the store should give the reading at `index`: the assigned one, or a new
+    /// time-ordered UUIDv7.
+    pub fn id_for(&self, index: usize) -> ReadingId {
+        match &self.assigned_ids {
+            Some(ids) => ids[index],
+            None => ReadingId(uuid::Uuid::now_v7()),
+        }
+    }
 }
 
 /// Everything Audrey keeps. Methods block; async callers run them on blocking threads.

@@ -48,6 +48,7 @@ fn append(store: &SqliteStore, readings: Vec<ValidReading>) -> Vec<AppendOutcome
             AppendBatch {
                 readings,
                 quarantine: vec![],
+                assigned_ids: None,
             },
             Millis(2_000_000_000_000),
         )

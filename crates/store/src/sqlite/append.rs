@@ -44,7 +44,19 @@ impl SqliteStore {
             )?;
             let mut in_batch: HashMap<(SensorId, MessageId), ReadingId> = HashMap::new();
             let mut values_json = String::with_capacity(128);
-            for reading in batch.readings {
+            if let Some(ids) = &batch.assigned_ids
+                && ids.len() != batch.readings.len()
+            {
+                return Err(StoreError::Internal(format!(
+                    "{} assigned ids for {} readings",
+                    ids.len(),
+                    batch.readings.len()
+                )));
+            }
+            let assigned: Vec<ReadingId> = (0..batch.readings.len())
+                .map(|index| batch.id_for(index))
+                .collect();
+            for (reading, id) in batch.readings.into_iter().zip(assigned) {
                 let counter = counters.entry(reading.sensor_id.clone()).or_default();
                 if let Some(message) = &reading.message_id {
                     let key = (reading.sensor_id.clone(), message.clone());
@@ -64,11 +76,10 @@ impl SqliteStore {
                         outcomes.push(AppendOutcome::Duplicate(earlier));
                         continue;
                     }
-                    let id = ReadingId(uuid::Uuid::now_v7());
                     in_batch.insert(key, id);
                     staged.push((id, reading));
                 } else {
-                    staged.push((ReadingId(uuid::Uuid::now_v7()), reading));
+                    staged.push((id, reading));
                 }
                 counter.accepted += 1;
                 let (id, reading) = staged.last().expect("just pushed");
