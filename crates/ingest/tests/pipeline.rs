@@ -105,6 +105,38 @@ impl Store for GatedStore {
     fn revoke_token(&self, id: &str, at: Millis) -> Result<(), StoreError> {
         self.inner.revoke_token(id, at)
     }
+    fn purge_location(&self, id: &LocationId) -> Result<(), StoreError> {
+        self.inner.purge_location(id)
+    }
+    fn purge_sensor(&self, id: &SensorId) -> Result<(), StoreError> {
+        self.inner.purge_sensor(id)
+    }
+    fn purge_token(&self, id: &str) -> Result<(), StoreError> {
+        self.inner.purge_token(id)
+    }
+    fn stage_change(&self, change: &audrey_store::StagedChange) -> Result<(), StoreError> {
+        self.inner.stage_change(change)
+    }
+    fn staged_changes(
+        &self,
+        status: audrey_store::StagedStatus,
+    ) -> Result<Vec<audrey_store::StagedChange>, StoreError> {
+        self.inner.staged_changes(status)
+    }
+    fn staged_change_by_link(
+        &self,
+        link_hash: &str,
+    ) -> Result<Option<audrey_store::StagedChange>, StoreError> {
+        self.inner.staged_change_by_link(link_hash)
+    }
+    fn finish_staged_change(
+        &self,
+        id: &str,
+        status: audrey_store::StagedStatus,
+        at: Millis,
+    ) -> Result<bool, StoreError> {
+        self.inner.finish_staged_change(id, status, at)
+    }
 }
 
 fn gated_store(dir: &std::path::Path) -> Arc<GatedStore> {

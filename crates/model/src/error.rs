@@ -14,6 +14,10 @@ pub enum ErrorCode {
     NotFound,
     MethodNotAllowed,
     Conflict,
+    /// An `If-Match` precondition failed: the record changed since the client read it.
+    PreconditionFailed,
+    /// The thing existed but is gone for good (a used or expired confirmation link).
+    Gone,
     PayloadTooLarge,
     Unauthenticated,
     PermissionDenied,
@@ -32,6 +36,8 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::Conflict => "conflict",
+            ErrorCode::PreconditionFailed => "precondition_failed",
+            ErrorCode::Gone => "gone",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::Unauthenticated => "unauthenticated",
             ErrorCode::PermissionDenied => "permission_denied",

@@ -51,7 +51,7 @@ pub(crate) fn hash_token(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
-fn random_text(bytes: usize) -> String {
+pub(crate) fn random_text(bytes: usize) -> String {
     let mut buffer = vec![0u8; bytes];
     rand::rng().fill_bytes(&mut buffer);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buffer)

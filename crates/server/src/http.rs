@@ -1,61 +1,57 @@
-//! The HTTP/JSON API under `/api/v1`, plus `/healthz`, `/readyz` and `/metrics`.
+//! The HTTP/JSON API under `/api/v1`, plus `/healthz`, `/readyz`, `/metrics`, the OpenAPI
+//! document at `/api/v1/openapi.json` and interactive documentation at `/docs`.
+//!
+//! Routes are declared in `routes.rs` (router and document from the same declarations);
+//! this module assembles the router: shared error fallbacks, OPTIONS/Allow, the docs UI.
 
+mod allow;
+mod conditional;
 mod locations;
+mod openapi;
 mod operations;
 mod params;
 mod readings;
 mod registry;
+mod routes;
 mod sensors;
+mod staged;
 mod tokens;
 
-use axum::Router;
-use axum::routing::get;
+use std::sync::Arc;
 
-use audrey_model::{ErrorCode, Location, Sensor};
+use axum::{Extension, Router};
 
+use audrey_model::ErrorCode;
+
+pub use openapi::DOCS_PATH;
 pub(crate) use readings::blocking;
 
 use crate::{ApiError, AppState};
 
+/// The OpenAPI document of this server, as served at `/api/v1/openapi.json`.
+pub fn document() -> utoipa::openapi::OpenApi {
+    openapi::finish(routes::declared().into_openapi())
+}
+
 pub(crate) fn router(state: AppState) -> Router {
-    let api = Router::new()
-        .route("/readings", get(readings::list).post(readings::ingest))
-        .route("/readings/{id}", get(readings::get_one))
-        .route("/quarantine", get(readings::quarantine))
-        .route(
-            "/locations",
-            get(locations::list).post(registry::create::<Location>),
-        )
-        .route(
-            "/locations/{id}",
-            get(registry::get_one::<Location>)
-                .put(registry::put::<Location>)
-                .patch(registry::patch::<Location>)
-                .delete(registry::delete::<Location>),
-        )
-        .route(
-            "/sensors",
-            get(sensors::list).post(registry::create::<Sensor>),
-        )
-        .route(
-            "/sensors/{id}",
-            get(registry::get_one::<Sensor>)
-                .put(registry::put::<Sensor>)
-                .patch(registry::patch::<Sensor>)
-                .delete(registry::delete::<Sensor>),
-        )
-        .route("/sensors/{id}/latest", get(readings::latest))
-        .route("/sensors/{id}/counters", get(sensors::counters))
-        .route("/tokens", get(tokens::list).post(tokens::create))
-        .route("/tokens/{id}", axum::routing::delete(tokens::revoke))
+    let (router, document) = routes::declared().split_for_parts();
+    let document = openapi::finish(document);
+    let allow = Arc::new(allow::AllowTable::from_document(&document));
+    let rendered = serde_json::to_string(&document).unwrap_or_else(|error| {
+        tracing::error!(%error, "cannot render the OpenAPI document");
+        "{}".to_string()
+    });
+    let docs = utoipa_swagger_ui::SwaggerUi::new(DOCS_PATH)
+        .config(utoipa_swagger_ui::Config::from(openapi::OPENAPI_PATH));
+    router
+        .merge(docs)
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed);
-    Router::new()
-        .nest("/api/v1", api)
-        .route("/healthz", get(operations::healthz))
-        .route("/readyz", get(operations::readyz))
-        .route("/metrics", get(operations::metrics))
-        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(Extension(openapi::DocumentJson(Arc::from(rendered))))
+        .layer(axum::middleware::from_fn_with_state(
+            allow,
+            allow::allow_layer,
+        ))
         // Bodies are read with our own limit so an oversize body gets our error shape.
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state)

@@ -20,6 +20,7 @@ use std::sync::Arc;
 pub use auth::{Scope, bootstrap_admin_token, create_token};
 pub use error::ApiError;
 pub use grpc::{serve_compat, serve_grpc};
+pub use http::{DOCS_PATH, document as openapi_document};
 pub use state::{AppState, HttpOptions};
 
 /// Where to serve: HTTP always; gRPC and the unauthenticated compatibility service when given.

@@ -11,6 +11,8 @@ pub struct HttpOptions {
     pub max_body_bytes: usize,
     /// Most readings in one request.
     pub max_readings_per_request: usize,
+    /// How long a staged change's confirmation link stays valid.
+    pub staged_change_ttl: std::time::Duration,
 }
 
 impl Default for HttpOptions {
@@ -18,6 +20,7 @@ impl Default for HttpOptions {
         HttpOptions {
             max_body_bytes: 32 * 1024 * 1024,
             max_readings_per_request: 100_000,
+            staged_change_ttl: std::time::Duration::from_secs(15 * 60),
         }
     }
 }

@@ -13,7 +13,7 @@ mod sqlite;
 pub use error::StoreError;
 pub use query::{
     Cursor, LocationFilter, Order, Page, QuarantineEntry, QuarantineFilter, ReadingQuery,
-    SensorCounters, SensorFilter, StoredToken,
+    SensorCounters, SensorFilter, StagedChange, StagedStatus, StoredToken,
 };
 pub use sqlite::{SqliteOptions, SqliteStore};
 
@@ -77,11 +77,16 @@ pub trait Store: Send + Sync + 'static {
     /// Inserts or replaces; answers true when it created a new record.
     fn put_location(&self, location: &Location, must_be_new: bool) -> Result<bool, StoreError>;
     fn delete_location(&self, id: &LocationId, at: Millis) -> Result<(), StoreError>;
+    /// Removes the record for good (deleted or not). A location that sensors still name, even
+    /// soft-deleted ones, is a conflict: purge those sensors first.
+    fn purge_location(&self, id: &LocationId) -> Result<(), StoreError>;
 
     fn sensor(&self, id: &SensorId) -> Result<Option<Sensor>, StoreError>;
     fn sensors(&self, filter: &SensorFilter) -> Result<Page<Sensor>, StoreError>;
     fn put_sensor(&self, sensor: &Sensor, must_be_new: bool) -> Result<bool, StoreError>;
     fn delete_sensor(&self, id: &SensorId, at: Millis) -> Result<(), StoreError>;
+    /// Removes the sensor record for good; its stored readings and counters stay.
+    fn purge_sensor(&self, id: &SensorId) -> Result<(), StoreError>;
     /// The cached registered sensor, for validation on the ingest path (no I/O).
     fn cached_sensor(&self, id: &str) -> Option<std::sync::Arc<Sensor>>;
 
@@ -89,4 +94,20 @@ pub trait Store: Send + Sync + 'static {
     fn tokens(&self) -> Result<Vec<StoredToken>, StoreError>;
     fn token_by_hash(&self, hash: &str) -> Result<Option<StoredToken>, StoreError>;
     fn revoke_token(&self, id: &str, at: Millis) -> Result<(), StoreError>;
+    /// Removes the token record for good (revoked or not).
+    fn purge_token(&self, id: &str) -> Result<(), StoreError>;
+
+    /// Records a staged change; its id and link hash must be new.
+    fn stage_change(&self, change: &StagedChange) -> Result<(), StoreError>;
+    /// Every staged change in this status, oldest first.
+    fn staged_changes(&self, status: StagedStatus) -> Result<Vec<StagedChange>, StoreError>;
+    fn staged_change_by_link(&self, link_hash: &str) -> Result<Option<StagedChange>, StoreError>;
+    /// Moves a pending change to `status` (applied or cancelled); answers false when it was no
+    /// longer pending (or does not exist), so a link can be used once only.
+    fn finish_staged_change(
+        &self,
+        id: &str,
+        status: StagedStatus,
+        at: Millis,
+    ) -> Result<bool, StoreError>;
 }

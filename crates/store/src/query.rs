@@ -121,3 +121,51 @@ pub struct StoredToken {
     pub created_at: Millis,
     pub revoked_at: Option<Millis>,
 }
+
+/// Where a staged change stands. Only a `Pending` change can be applied or cancelled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StagedStatus {
+    Pending,
+    Applied,
+    Cancelled,
+}
+
+impl StagedStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StagedStatus::Pending => "pending",
+            StagedStatus::Applied => "applied",
+            StagedStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<StagedStatus> {
+        match text {
+            "pending" => Some(StagedStatus::Pending),
+            "applied" => Some(StagedStatus::Applied),
+            "cancelled" => Some(StagedStatus::Cancelled),
+            _ => None,
+        }
+    }
+}
+
+/// A registry change recorded now and applied later, when someone follows its confirmation
+/// link. The store keeps it opaque: `entity`, `action` and `body` mean something only to the
+/// server that staged it.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct StagedChange {
+    pub id: String,
+    /// SHA-256 (hex) of the secret in the confirmation link; the secret itself is never stored.
+    #[serde(skip)]
+    pub link_hash: String,
+    pub entity: String,
+    pub entity_id: Option<String>,
+    pub action: String,
+    /// The request body to apply, as JSON text.
+    pub body: Option<String>,
+    pub created_at: Millis,
+    pub expires_at: Millis,
+    pub status: StagedStatus,
+    pub finished_at: Option<Millis>,
+}

@@ -23,6 +23,7 @@ mod memtable;
 mod readings;
 mod registry;
 mod schema;
+mod staged;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -294,6 +295,10 @@ impl crate::Store for SqliteStore {
         self.soft_delete_location(id, at)
     }
 
+    fn purge_location(&self, id: &audrey_model::LocationId) -> Result<(), StoreError> {
+        self.remove_location(id)
+    }
+
     fn sensor(&self, id: &audrey_model::SensorId) -> Result<Option<Sensor>, StoreError> {
         self.get_sensor(id)
     }
@@ -314,6 +319,10 @@ impl crate::Store for SqliteStore {
         self.soft_delete_sensor(id, at)
     }
 
+    fn purge_sensor(&self, id: &audrey_model::SensorId) -> Result<(), StoreError> {
+        self.remove_sensor(id)
+    }
+
     fn cached_sensor(&self, id: &str) -> Option<Arc<Sensor>> {
         self.cached(id)
     }
@@ -332,5 +341,36 @@ impl crate::Store for SqliteStore {
 
     fn revoke_token(&self, id: &str, at: audrey_model::Millis) -> Result<(), StoreError> {
         self.mark_token_revoked(id, at)
+    }
+
+    fn purge_token(&self, id: &str) -> Result<(), StoreError> {
+        self.remove_token(id)
+    }
+
+    fn stage_change(&self, change: &crate::StagedChange) -> Result<(), StoreError> {
+        self.insert_staged_change(change)
+    }
+
+    fn staged_changes(
+        &self,
+        status: crate::StagedStatus,
+    ) -> Result<Vec<crate::StagedChange>, StoreError> {
+        self.list_staged_changes(status)
+    }
+
+    fn staged_change_by_link(
+        &self,
+        link_hash: &str,
+    ) -> Result<Option<crate::StagedChange>, StoreError> {
+        self.find_staged_change(link_hash)
+    }
+
+    fn finish_staged_change(
+        &self,
+        id: &str,
+        status: crate::StagedStatus,
+        at: audrey_model::Millis,
+    ) -> Result<bool, StoreError> {
+        self.mark_staged_change(id, status, at)
     }
 }

@@ -16,6 +16,8 @@ use audrey_model::{
 };
 use audrey_store::{Cursor, Order, QuarantineFilter, ReadingQuery, Store};
 
+use super::openapi::parameters::{IngestQuery, QuarantineQuery, ReadingListQuery};
+use super::openapi::schemas;
 use super::params::{Problems, QueryParams, read_body, sensor_in_path};
 use crate::auth::{Principal, Scope};
 use crate::{ApiError, AppState};
@@ -212,6 +214,16 @@ fn split_items(
     }
 }
 
+/// Ingests one reading (a JSON object), a batch (a JSON array) or NDJSON lines (write scope).
+/// Each reading is accepted, a duplicate (same sensor and message_id as one stored before) or
+/// rejected and kept in quarantine; a lone rejected reading is answered 422.
+#[utoipa::path(post, path = "/api/v1/readings", tag = "readings", params(IngestQuery),
+    request_body(description = "A reading, an array of readings, or NDJSON (one reading per line)",
+        content((schemas::ReadingsBody = "application/json"), (String = "application/x-ndjson"))),
+    responses(
+        (status = 200, description = "A batch: one result per reading, in order", body = schemas::IngestResult),
+        (status = 201, description = "One reading, stored", body = schemas::IngestResult),
+    ))]
 pub(crate) async fn ingest(
     State(state): State<AppState>,
     principal: Principal,
@@ -290,6 +302,10 @@ pub(crate) async fn ingest(
     Ok((status, Json(body)).into_response())
 }
 
+/// Reads one stored reading by its id.
+#[utoipa::path(get, path = "/api/v1/readings/{id}", tag = "readings",
+    params(("id" = String, Path, format = Uuid, description = "The reading's id")),
+    responses((status = 200, description = "The reading", body = schemas::Reading)))]
 pub(crate) async fn get_one(
     State(state): State<AppState>,
     principal: Principal,
@@ -305,6 +321,9 @@ pub(crate) async fn get_one(
     }
 }
 
+/// Lists readings ordered by measurement time (then id), filtered by sensor, location and time.
+#[utoipa::path(get, path = "/api/v1/readings", tag = "readings", params(ReadingListQuery),
+    responses((status = 200, description = "A page of readings", body = schemas::ReadingList)))]
 pub(crate) async fn list(
     State(state): State<AppState>,
     principal: Principal,
@@ -367,6 +386,10 @@ pub(crate) async fn list(
     Ok(Json(ListBody::new(page)).into_response())
 }
 
+/// The sensor's newest reading by measurement time (not arrival).
+#[utoipa::path(get, path = "/api/v1/sensors/{id}/latest", tag = "readings",
+    params(("id" = String, Path, description = "The sensor's id")),
+    responses((status = 200, description = "The newest reading", body = schemas::Reading)))]
 pub(crate) async fn latest(
     State(state): State<AppState>,
     principal: Principal,
@@ -381,6 +404,9 @@ pub(crate) async fn latest(
     Ok(Json(reading).into_response())
 }
 
+/// Rejected readings with their raw payloads, newest first.
+#[utoipa::path(get, path = "/api/v1/quarantine", tag = "readings", params(QuarantineQuery),
+    responses((status = 200, description = "A page of quarantine entries", body = schemas::QuarantineList)))]
 pub(crate) async fn quarantine(
     State(state): State<AppState>,
     principal: Principal,

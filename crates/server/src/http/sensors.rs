@@ -1,16 +1,33 @@
-//! `/api/v1/sensors`.
+//! `/api/v1/sensors`: the list, counters, and the single-record handlers declared by
+//! `entity_handlers!`.
 
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 
+use audrey_model::Sensor;
 use audrey_store::SensorFilter;
 
+use super::openapi::parameters::{RegistryListQuery, SensorFilters};
 use super::params::{registry_list_params, sensor_in_path};
 use super::readings::{ListBody, MAX_LIST_LIMIT, blocking};
 use crate::auth::{Principal, Scope};
 use crate::{ApiError, AppState};
 
+super::registry::entity_handlers!(
+    entity = Sensor,
+    name = "sensor",
+    tag = "sensors",
+    collection = "/api/v1/sensors",
+    item = "/api/v1/sensors/{id}",
+    staged_delete = "/api/v1/sensors/{id}/delete",
+    record = Sensor,
+    input = SensorInput,
+);
+
+/// Lists sensors by id; soft-deleted ones only with include_deleted=true.
+#[utoipa::path(get, path = "/api/v1/sensors", tag = "sensors",
+    params(SensorFilters, RegistryListQuery),
+    responses((status = 200, description = "A page of sensors", body = schemas::SensorList)))]
 pub(crate) async fn list(
     State(state): State<AppState>,
     principal: Principal,
@@ -31,6 +48,9 @@ pub(crate) async fn list(
 }
 
 /// Accepted, duplicate and rejected readings of one sensor since it was registered.
+#[utoipa::path(get, path = "/api/v1/sensors/{id}/counters", tag = "sensors",
+    params(("id" = String, Path, description = "The sensor's id")),
+    responses((status = 200, description = "The sensor's counters", body = schemas::SensorCounters)))]
 pub(crate) async fn counters(
     State(state): State<AppState>,
     principal: Principal,

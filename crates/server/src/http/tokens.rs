@@ -1,8 +1,9 @@
-//! `/api/v1/tokens`: create (the secret is answered once), list, revoke.
+//! `/api/v1/tokens`: create (the secret is answered once), list, read, revoke (the token's
+//! soft delete) and purge.
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -10,7 +11,10 @@ use serde::{Deserialize, Serialize};
 use audrey_model::{FieldError, Millis, Reason, SensorId};
 use audrey_store::StoredToken;
 
-use super::params::{json_body, read_body};
+use super::conditional::entity_response;
+use super::openapi::parameters::{DeleteQuery, RegistryListQuery, VisibilityQuery};
+use super::openapi::schemas;
+use super::params::{QueryParams, json_body, read_body, registry_list_params};
 use super::readings::blocking;
 use crate::auth::{Principal, Scope, create_token};
 use crate::{ApiError, AppState};
@@ -33,6 +37,9 @@ struct CreatedToken {
     token: String,
 }
 
+/// Creates a token (admin); the secret is in this answer and never again.
+#[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens", request_body = schemas::TokenRequest,
+    responses((status = 201, description = "The new token with its secret", body = schemas::CreatedToken)))]
 pub(crate) async fn create(
     State(state): State<AppState>,
     principal: Principal,
@@ -82,24 +89,103 @@ pub(crate) async fn create(
     Ok((StatusCode::CREATED, Json(CreatedToken { record, token })).into_response())
 }
 
+/// Lists tokens (admin), oldest first; revoked ones only with include_deleted=true.
+#[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens", params(RegistryListQuery),
+    responses((status = 200, description = "The tokens", body = schemas::TokenList)))]
 pub(crate) async fn list(
     State(state): State<AppState>,
     principal: Principal,
+    RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     principal.require(Scope::Admin)?;
+    let (_, paging) = registry_list_params(query.as_deref(), &[], MAX_TOKENS_PAGE)?;
     let tokens = blocking(&state, |store| Ok(store.tokens()?)).await?;
-    Ok(Json(serde_json::json!({ "count": tokens.len(), "is_empty": tokens.is_empty(), "items": tokens, "next_cursor": null }))
-        .into_response())
+    let mut items: Vec<StoredToken> = tokens
+        .into_iter()
+        .filter(|token| paging.include_deleted || token.revoked_at.is_none())
+        .filter(|token| {
+            paging
+                .after
+                .as_ref()
+                .is_none_or(|after| token_key(token) > *after)
+        })
+        .collect();
+    let next_cursor = (items.len() > paging.limit).then(|| {
+        items.truncate(paging.limit);
+        items.last().map(token_key).unwrap_or_default()
+    });
+    Ok(Json(serde_json::json!({
+        "count": items.len(), "is_empty": items.is_empty(), "items": items, "next_cursor": next_cursor
+    }))
+    .into_response())
 }
 
+const MAX_TOKENS_PAGE: usize = 10_000;
+
+/// The list order (creation time, then id) as a cursor.
+fn token_key(token: &StoredToken) -> String {
+    format!("{:020}-{}", token.created_at.0, token.id)
+}
+
+fn find_token(tokens: Vec<StoredToken>, id: &str) -> Result<StoredToken, ApiError> {
+    tokens
+        .into_iter()
+        .find(|token| token.id == id)
+        .ok_or_else(|| ApiError::not_found(format!("token {id}")))
+}
+
+/// Reads one token's record (admin); a revoked one only with include_deleted=true.
+#[utoipa::path(get, path = "/api/v1/tokens/{id}", tag = "tokens",
+    params(("id" = String, Path, description = "The token's id"), VisibilityQuery,
+        ("If-None-Match" = Option<String>, Header, description = "ETag(s) you hold; 304 when current")),
+    responses(
+        (status = 200, description = "The token", body = schemas::Token,
+            headers(("ETag" = String, description = "Strong version tag of the record"))),
+        (status = 304, description = "Unchanged since the ETag in If-None-Match"),
+    ))]
+pub(crate) async fn get_one(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    principal.require(Scope::Admin)?;
+    let params = QueryParams::parse(query.as_deref(), &["include_deleted"])?;
+    let include_deleted = params
+        .flag("include_deleted")
+        .map_err(|error| ApiError::invalid("the query string is invalid", vec![error]))?;
+    let token = blocking(&state, move |store| find_token(store.tokens()?, &id)).await?;
+    if token.revoked_at.is_some() && !include_deleted {
+        return Err(ApiError::not_found(format!(
+            "token {} (revoked; ask with include_deleted=true)",
+            token.id
+        )));
+    }
+    entity_response(StatusCode::OK, &token, Some(&headers))
+}
+
+/// Revokes a token (admin) at once; purge=true deletes its record for real.
+#[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "tokens",
+    params(("id" = String, Path, description = "The token's id"), DeleteQuery),
+    responses((status = 204, description = "Revoked (or purged)")))]
 pub(crate) async fn revoke(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
+    RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     principal.require(Scope::Admin)?;
+    let params = QueryParams::parse(query.as_deref(), &["purge"])?;
+    let purge = params
+        .flag("purge")
+        .map_err(|error| ApiError::invalid("the query string is invalid", vec![error]))?;
     blocking(&state, move |store| {
-        Ok(store.revoke_token(&id, Millis::now())?)
+        if purge {
+            Ok(store.purge_token(&id)?)
+        } else {
+            Ok(store.revoke_token(&id, Millis::now())?)
+        }
     })
     .await?;
     state.tokens.invalidate();

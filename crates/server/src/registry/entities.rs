@@ -55,6 +55,10 @@ impl Entity for Location {
         store.delete_location(id, at)
     }
 
+    fn purge(store: &dyn Store, id: &LocationId) -> Result<(), StoreError> {
+        store.purge_location(id)
+    }
+
     fn is_deleted(&self) -> bool {
         self.deleted_at.is_some()
     }
@@ -107,6 +111,10 @@ impl Entity for Sensor {
 
     fn remove(store: &dyn Store, id: &SensorId, at: Millis) -> Result<(), StoreError> {
         store.delete_sensor(id, at)
+    }
+
+    fn purge(store: &dyn Store, id: &SensorId) -> Result<(), StoreError> {
+        store.purge_sensor(id)
     }
 
     fn is_deleted(&self) -> bool {

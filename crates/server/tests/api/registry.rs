@@ -69,7 +69,15 @@ async fn locations_are_created_read_replaced_patched_and_soft_deleted() {
         .send_json(Method::DELETE, "/api/v1/locations/depot", &json!(null))
         .await;
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
-    let deleted = app.get_json("/api/v1/locations/depot").await;
+    let hidden = app.get("/api/v1/locations/depot").await;
+    assert_eq!(
+        hidden.status(),
+        StatusCode::NOT_FOUND,
+        "a soft-deleted record is hidden from a plain GET"
+    );
+    let deleted = app
+        .get_json("/api/v1/locations/depot?include_deleted=true")
+        .await;
     assert!(
         deleted["deleted_at"].is_string(),
         "soft delete keeps the record, marked"

@@ -377,4 +377,45 @@ impl SqliteStore {
         }
         Ok(())
     }
+
+    pub(super) fn remove_location(&self, id: &LocationId) -> Result<(), StoreError> {
+        let mut writer = self.writer()?;
+        let transaction = writer.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let sensors: i64 = transaction.query_row(
+            "SELECT COUNT(*) FROM sensors WHERE location_id = ?1",
+            [id.as_str()],
+            |row| row.get(0),
+        )?;
+        if sensors > 0 {
+            return Err(StoreError::Conflict(format!(
+                "location {id} is still named by {sensors} sensor(s), deleted ones included; \
+                 purge them first"
+            )));
+        }
+        let changed = transaction.execute("DELETE FROM locations WHERE id = ?1", [id.as_str()])?;
+        if changed == 0 {
+            return Err(StoreError::NotFound(format!("location {id}")));
+        }
+        transaction.commit()?;
+        Ok(())
+    }
+
+    pub(super) fn remove_sensor(&self, id: &SensorId) -> Result<(), StoreError> {
+        let writer = self.writer()?;
+        let changed = writer.execute("DELETE FROM sensors WHERE id = ?1", [id.as_str()])?;
+        if changed == 0 {
+            return Err(StoreError::NotFound(format!("sensor {id}")));
+        }
+        self.sensors.write().map_err(poisoned)?.remove(id.as_str());
+        Ok(())
+    }
+
+    pub(super) fn remove_token(&self, id: &str) -> Result<(), StoreError> {
+        let writer = self.writer()?;
+        let changed = writer.execute("DELETE FROM tokens WHERE id = ?1", [id])?;
+        if changed == 0 {
+            return Err(StoreError::NotFound(format!("token {id}")));
+        }
+        Ok(())
+    }
 }

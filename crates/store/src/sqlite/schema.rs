@@ -7,7 +7,8 @@ use crate::StoreError;
 
 /// Migrations of `audrey.db`: the registry, tokens and the indexed readings. Each entry is
 /// one migration; never edit one that has shipped, append a new one.
-pub(crate) const MAIN: &[&str] = &[r#"
+pub(crate) const MAIN: &[&str] = &[
+    r#"
     CREATE TABLE locations (
         id TEXT PRIMARY KEY,
         name TEXT NOT NULL,
@@ -63,7 +64,24 @@ pub(crate) const MAIN: &[&str] = &[r#"
         created_at INTEGER NOT NULL,
         revoked_at INTEGER
     );
-    "#];
+    "#,
+    r#"
+    -- Registry changes waiting for someone to follow their confirmation link.
+    CREATE TABLE staged_changes (
+        id TEXT PRIMARY KEY,
+        link_hash TEXT NOT NULL UNIQUE,
+        entity TEXT NOT NULL,
+        entity_id TEXT,
+        action TEXT NOT NULL,
+        body TEXT,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        finished_at INTEGER
+    );
+    CREATE INDEX staged_changes_status ON staged_changes(status, created_at);
+    "#,
+];
 
 /// Migrations of `landing.db`: everything the acknowledgement path writes in one transaction.
 pub(crate) const LANDING: &[&str] = &[r#"

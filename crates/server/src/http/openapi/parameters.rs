@@ -1,0 +1,113 @@
+//! Query parameters of the HTTP API as OpenAPI parameter lists. Handlers read the query
+//! string themselves (strictly: an unknown parameter is a 422 naming it); these types only
+//! describe it and are never built.
+#![allow(dead_code)]
+
+use utoipa::IntoParams;
+
+/// Paging and visibility of every registry list.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct RegistryListQuery {
+    /// Also list soft-deleted records.
+    include_deleted: Option<bool>,
+    /// Most items in one page.
+    #[param(minimum = 1, maximum = 10000, example = 100)]
+    limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct LocationFilters {
+    /// Only locations in this country (exact match).
+    #[param(example = "DE")]
+    country: Option<String>,
+    /// Only locations in this city (exact match).
+    #[param(example = "Berlin")]
+    city: Option<String>,
+}
+
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct SensorFilters {
+    /// Only sensors at this location.
+    #[param(example = "hangar-1")]
+    location: Option<String>,
+    /// Only sensors of this kind.
+    #[param(example = "climate")]
+    kind: Option<String>,
+}
+
+/// Visibility of a single record.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct VisibilityQuery {
+    /// Answer a soft-deleted record too (otherwise it is 404).
+    include_deleted: Option<bool>,
+}
+
+/// Whether to stage the change instead of applying it.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct StageQuery {
+    /// Record the change and answer a confirmation link (202) instead of applying it.
+    stage: Option<bool>,
+}
+
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct DeleteQuery {
+    /// Delete the record for real instead of marking it deleted (admin scope).
+    purge: Option<bool>,
+}
+
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct IngestQuery {
+    /// All or nothing: one invalid reading rejects the whole request and stores none.
+    atomic: Option<bool>,
+}
+
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ReadingListQuery {
+    /// Only this sensor's readings.
+    #[param(example = "th-0001")]
+    sensor: Option<String>,
+    /// Only readings taken at this location.
+    #[param(example = "hangar-1")]
+    location: Option<String>,
+    /// Measured at or after (RFC 3339 or epoch milliseconds).
+    #[param(example = "2026-05-01T00:00:00Z")]
+    from: Option<String>,
+    /// Measured before (RFC 3339 or epoch milliseconds); must be later than `from`.
+    #[param(example = "2026-05-02T00:00:00Z")]
+    to: Option<String>,
+    /// newest (default) or oldest first, by measurement time.
+    #[param(inline)]
+    order: Option<OrderName>,
+    #[param(minimum = 1, maximum = 10000, example = 100)]
+    limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
+pub(crate) enum OrderName {
+    Newest,
+    Oldest,
+}
+
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct QuarantineQuery {
+    /// Only entries of this sensor id (as sent, even if unknown).
+    sensor: Option<String>,
+    #[param(minimum = 1, maximum = 10000, example = 100)]
+    limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
