@@ -219,7 +219,8 @@ fn split_items(
 /// rejected and kept in quarantine; a lone rejected reading is answered 422.
 #[utoipa::path(post, path = "/api/v1/readings", tag = "readings", params(IngestQuery),
     request_body(description = "A reading, an array of readings, or NDJSON (one reading per line)",
-        content((schemas::ReadingsBody = "application/json"), (String = "application/x-ndjson"))),
+        content((schemas::ReadingsBody = "application/json"),
+            (String = "application/x-ndjson", example = json!("{\"sensor_id\": \"th-0001\", \"read_at\": 1777636800000, \"values\": {\"temperature\": 21.5}}\n")))),
     responses(
         (status = 200, description = "A batch: one result per reading, in order", body = schemas::IngestResult),
         (status = 201, description = "One reading, stored", body = schemas::IngestResult),

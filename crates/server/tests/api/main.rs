@@ -4,7 +4,9 @@
 
 mod auth;
 mod bad_input;
+mod contract;
 mod helpers;
 mod ingest;
 mod queries;
 mod registry;
+mod rest;
