@@ -170,6 +170,8 @@ impl TokenCache {
 pub struct Principal {
     scopes: Vec<Scope>,
     pub sensor: Option<SensorId>,
+    /// The id of the token this request came with.
+    pub token_id: String,
 }
 
 impl Principal {
@@ -206,6 +208,7 @@ pub(crate) async fn authenticate(
         .filter(|token| token.revoked_at.is_none())
         .ok_or_else(|| unauthenticated("the token is unknown or revoked"))?;
     Ok(Principal {
+        token_id: token.id.clone(),
         scopes: token
             .scopes
             .iter()
@@ -257,11 +260,13 @@ mod tests {
         let admin = Principal {
             scopes: vec![Scope::Admin],
             sensor: None,
+            token_id: "a".into(),
         };
         assert!(admin.require(Scope::Read).is_ok() && admin.require(Scope::Write).is_ok());
         let writer = Principal {
             scopes: vec![Scope::Write],
             sensor: None,
+            token_id: "w".into(),
         };
         assert!(writer.require(Scope::Write).is_ok());
         assert_eq!(

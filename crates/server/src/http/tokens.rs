@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use audrey_model::{FieldError, Millis, Reason, SensorId};
+use audrey_model::{ErrorCode, FieldError, Millis, Reason, SensorId};
 use audrey_store::StoredToken;
 
 use super::conditional::entity_response;
@@ -168,7 +168,10 @@ pub(crate) async fn get_one(
 /// Revokes a token (admin) at once; purge=true deletes its record for real.
 #[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "tokens",
     params(("id" = String, Path, description = "The token's id"), DeleteQuery),
-    responses((status = 204, description = "Revoked (or purged)")))]
+    responses(
+        (status = 204, description = "Revoked (or purged)"),
+        (status = 409, description = "A token cannot revoke itself", body = schemas::ErrorBody),
+    ))]
 pub(crate) async fn revoke(
     State(state): State<AppState>,
     principal: Principal,
@@ -180,6 +183,14 @@ pub(crate) async fn revoke(
     let purge = params
         .flag("purge")
         .map_err(|error| ApiError::invalid("the query string is invalid", vec![error]))?;
+    if id == principal.token_id {
+        // Revoking the token in hand would lock this caller out mid-session; most often it is
+        // the only admin token. Another admin token may do it.
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            "a token cannot revoke itself; use another admin token",
+        ));
+    }
     blocking(&state, move |store| {
         if purge {
             Ok(store.purge_token(&id)?)
