@@ -31,6 +31,9 @@ pub struct ServeArgs {
     /// Most readings queued for commit before callers are told to retry [default: 200000]
     #[arg(long, env = "AUDREY_QUEUE_READINGS")]
     pub queue_readings: Option<usize>,
+    /// Seconds a staged change's confirmation link stays valid [default: 900]
+    #[arg(long, env = "AUDREY_STAGED_CHANGE_TTL_SECONDS")]
+    pub staged_change_ttl_seconds: Option<u64>,
     /// Start with a demo registry and an in-process simulator sending readings.
     #[arg(long)]
     pub demo: bool,
@@ -51,6 +54,7 @@ struct FileSettings {
     data_dir: Option<PathBuf>,
     max_body_bytes: Option<usize>,
     queue_readings: Option<usize>,
+    staged_change_ttl_seconds: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -61,6 +65,7 @@ pub struct ServeConfig {
     pub data_dir: PathBuf,
     pub max_body_bytes: usize,
     pub queue_readings: usize,
+    pub staged_change_ttl: std::time::Duration,
     pub demo: Option<(usize, f64)>,
 }
 
@@ -101,6 +106,11 @@ impl ServeConfig {
                 .queue_readings
                 .or(file.queue_readings)
                 .unwrap_or(audrey_ingest::IngestOptions::default().queue_readings),
+            staged_change_ttl: args
+                .staged_change_ttl_seconds
+                .or(file.staged_change_ttl_seconds)
+                .map(std::time::Duration::from_secs)
+                .unwrap_or(http_defaults.staged_change_ttl),
             demo: args.demo.then_some((args.demo_sensors, args.demo_rate)),
         })
     }

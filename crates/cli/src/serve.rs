@@ -41,6 +41,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     );
     let http_options = HttpOptions {
         max_body_bytes: config.max_body_bytes,
+        staged_change_ttl: config.staged_change_ttl,
         ..HttpOptions::default()
     };
     let state = AppState::new(pipeline, http_options);
