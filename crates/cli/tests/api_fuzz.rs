@@ -263,19 +263,24 @@ impl AudreyServer {
                 }
             }
         });
+        // Owned before anything can panic, so a failed start still kills and reaps the child.
+        let mut server = AudreyServer {
+            child,
+            http_url: String::new(),
+        };
         let deadline = Instant::now() + STARTUP_TIMEOUT;
-        loop {
+        while server.http_url.is_empty() {
             let remaining = deadline.saturating_duration_since(Instant::now());
             let line = lines
                 .recv_timeout(remaining)
                 .expect("audrey serve printed its HTTP address in time");
             if let Some(rest) = line.split("serving HTTP on ").nth(1) {
-                let http_url = rest.split_whitespace().next().unwrap().to_string();
-                // Keep draining stdout so the child never blocks on a full pipe.
-                std::thread::spawn(move || while lines.recv().is_ok() {});
-                return AudreyServer { child, http_url };
+                server.http_url = rest.split_whitespace().next().unwrap().to_string();
             }
         }
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || while lines.recv().is_ok() {});
+        server
     }
 }
 

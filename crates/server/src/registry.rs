@@ -83,7 +83,7 @@ impl Precondition {
             (Precondition::OneOf(_), None) => false,
             (Precondition::OneOf(tags), Some(entity)) => {
                 let tag = version_tag(entity);
-                tags.iter().any(|wanted| *wanted == tag)
+                tags.contains(&tag)
             }
         };
         if holds {
