@@ -111,6 +111,9 @@ impl Store for GatedStore {
     fn purge_sensor(&self, id: &SensorId) -> Result<(), StoreError> {
         self.inner.purge_sensor(id)
     }
+    fn replace_token(&self, token: &StoredToken) -> Result<(), StoreError> {
+        self.inner.replace_token(token)
+    }
     fn purge_token(&self, id: &str) -> Result<(), StoreError> {
         self.inner.purge_token(id)
     }

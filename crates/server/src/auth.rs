@@ -64,6 +64,16 @@ pub fn create_token(
     scopes: &[Scope],
     sensor: Option<&SensorId>,
 ) -> Result<(StoredToken, String), StoreError> {
+    let id = hex::encode(&uuid::Uuid::now_v7().as_bytes()[10..]);
+    create_token_with_id(store, id, name, scopes, sensor)
+}
+
+/// Refuses a token request without scopes or bound to a sensor that is not registered.
+pub(crate) fn check_token_request(
+    store: &dyn Store,
+    scopes: &[Scope],
+    sensor: Option<&SensorId>,
+) -> Result<(), StoreError> {
     if scopes.is_empty() {
         return Err(StoreError::Invalid(vec![FieldError::new(
             "scopes",
@@ -82,9 +92,21 @@ pub fn create_token(
             format!("no registered sensor has id {sensor}"),
         )]));
     }
+    Ok(())
+}
+
+/// Like [`create_token`], with the id chosen by the caller (PUT).
+pub(crate) fn create_token_with_id(
+    store: &dyn Store,
+    id: String,
+    name: &str,
+    scopes: &[Scope],
+    sensor: Option<&SensorId>,
+) -> Result<(StoredToken, String), StoreError> {
+    check_token_request(store, scopes, sensor)?;
     let secret = format!("aud_{}", random_text(32));
     let token = StoredToken {
-        id: hex::encode(&uuid::Uuid::now_v7().as_bytes()[10..]),
+        id,
         hash: hash_token(&secret),
         name: name.to_string(),
         scopes: scopes

@@ -75,30 +75,44 @@ pub(crate) enum Precondition {
 }
 
 impl Precondition {
-    fn check<E: Entity>(&self, current: Option<&E>) -> Result<(), ApiError> {
-        let current = current.filter(|entity| !entity.is_deleted());
-        let holds = match (self, current) {
+    /// Whether the precondition holds for a record whose current version tag is `current`
+    /// (`None`: no such record, or deleted).
+    pub(crate) fn holds(&self, current: Option<&str>) -> bool {
+        match (self, current) {
             (Precondition::None, _) => true,
             (Precondition::Exists, current) => current.is_some(),
             (Precondition::OneOf(_), None) => false,
-            (Precondition::OneOf(tags), Some(entity)) => {
-                let tag = version_tag(entity);
-                tags.contains(&tag)
-            }
-        };
-        if holds {
-            Ok(())
-        } else {
-            Err(ApiError::new(
-                ErrorCode::PreconditionFailed,
-                format!(
-                    "the {} changed since you read it (If-Match does not match its ETag); \
-                     read it again and retry",
-                    E::NAME
-                ),
-            ))
+            (Precondition::OneOf(tags), Some(tag)) => tags.iter().any(|wanted| wanted == tag),
         }
     }
+
+    pub(crate) fn failed(what: &str) -> ApiError {
+        ApiError::new(
+            ErrorCode::PreconditionFailed,
+            format!(
+                "the {what} changed since you read it (If-Match does not match its ETag); \
+                 read it again and retry"
+            ),
+        )
+    }
+
+    fn check<E: Entity>(&self, current: Option<&E>) -> Result<(), ApiError> {
+        let tag = current
+            .filter(|entity| !entity.is_deleted())
+            .map(version_tag);
+        if self.holds(tag.as_deref()) {
+            Ok(())
+        } else {
+            Err(Precondition::failed(E::NAME))
+        }
+    }
+}
+
+/// Runs `work` holding the registry write lock, for registry-like writes outside the generic
+/// entity operations (tokens).
+pub(crate) fn with_write_lock<T>(work: impl FnOnce() -> T) -> T {
+    let _guard = write_lock();
+    work()
 }
 
 pub(crate) fn parse_id<E: Entity>(text: &str) -> Result<E::Id, ApiError> {
@@ -230,19 +244,9 @@ pub(crate) fn purge_if<E: Entity>(
 ) -> Result<(), ApiError> {
     let _guard = write_lock();
     let existing = E::load(store, id)?;
-    if !matches!(precondition, Precondition::None) {
-        // A purge may remove a soft-deleted record, so compare against it as stored.
-        let tag_holds = match (precondition, &existing) {
-            (Precondition::OneOf(tags), Some(entity)) => tags.contains(&version_tag(entity)),
-            (Precondition::Exists, Some(_)) => true,
-            _ => false,
-        };
-        if !tag_holds {
-            return Err(ApiError::new(
-                ErrorCode::PreconditionFailed,
-                format!("the {} changed since you read it (If-Match)", E::NAME),
-            ));
-        }
+    // A purge may remove a soft-deleted record, so compare against it as stored.
+    if !precondition.holds(existing.as_ref().map(version_tag).as_deref()) {
+        return Err(Precondition::failed(E::NAME));
     }
     Ok(E::purge(store, id)?)
 }

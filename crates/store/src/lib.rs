@@ -94,6 +94,9 @@ pub trait Store: Send + Sync + 'static {
     fn tokens(&self) -> Result<Vec<StoredToken>, StoreError>;
     fn token_by_hash(&self, hash: &str) -> Result<Option<StoredToken>, StoreError>;
     fn revoke_token(&self, id: &str, at: Millis) -> Result<(), StoreError>;
+    /// Replaces a token's name, scopes and sensor binding; its secret, creation and
+    /// revocation stay. NotFound when no token has this id.
+    fn replace_token(&self, token: &StoredToken) -> Result<(), StoreError>;
     /// Removes the token record for good (revoked or not).
     fn purge_token(&self, id: &str) -> Result<(), StoreError>;
 

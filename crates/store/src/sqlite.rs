@@ -343,6 +343,10 @@ impl crate::Store for SqliteStore {
         self.mark_token_revoked(id, at)
     }
 
+    fn replace_token(&self, token: &crate::StoredToken) -> Result<(), StoreError> {
+        self.update_token(token)
+    }
+
     fn purge_token(&self, id: &str) -> Result<(), StoreError> {
         self.remove_token(id)
     }

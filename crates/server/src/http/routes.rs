@@ -39,7 +39,7 @@ pub(crate) fn declared() -> OpenApiRouter<AppState> {
         .routes(routes!(readings::latest))
         .routes(routes!(sensors::counters))
         .routes(routes!(tokens::list, tokens::create))
-        .routes(routes!(tokens::get_one, tokens::revoke))
+        .routes(routes!(tokens::get_one, tokens::put, tokens::revoke))
         .routes(routes!(staged::list))
         .routes(routes!(staged::cancel))
         .routes(routes!(staged::preview, staged::confirm))

@@ -11,12 +11,13 @@ use serde::{Deserialize, Serialize};
 use audrey_model::{ErrorCode, FieldError, Millis, Reason, SensorId};
 use audrey_store::StoredToken;
 
-use super::conditional::entity_response;
+use super::conditional::{entity_response, if_match};
 use super::openapi::parameters::{DeleteQuery, RegistryListQuery, VisibilityQuery};
 use super::openapi::schemas;
 use super::params::{QueryParams, json_body, read_body, registry_list_params};
 use super::readings::blocking;
-use crate::auth::{Principal, Scope, create_token};
+use crate::auth::{Principal, Scope, check_token_request, create_token, create_token_with_id};
+use crate::registry::{self, Precondition, version_tag};
 use crate::{ApiError, AppState};
 
 #[derive(Deserialize)]
@@ -48,7 +49,17 @@ pub(crate) async fn create(
 ) -> Result<Response, ApiError> {
     principal.require(Scope::Admin)?;
     let bytes = read_body(&headers, body, state.options.max_body_bytes).await?;
-    let request: TokenRequest = json_body(&bytes)?;
+    let (name, scopes, sensor) = parse_request(&bytes)?;
+    let (record, token) = blocking(&state, move |store| {
+        Ok(create_token(store, &name, &scopes, sensor.as_ref())?)
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(CreatedToken { record, token })).into_response())
+}
+
+/// A token request body as typed values, or 422 naming every bad field.
+fn parse_request(bytes: &[u8]) -> Result<(String, Vec<Scope>, Option<SensorId>), ApiError> {
+    let request: TokenRequest = json_body(bytes)?;
     let mut errors = Vec::new();
     let scopes: Vec<Scope> = request
         .scopes
@@ -81,12 +92,103 @@ pub(crate) async fn create(
     if !errors.is_empty() {
         return Err(ApiError::invalid("the token request is invalid", errors));
     }
-    let name = request.name;
-    let (record, token) = blocking(&state, move |store| {
-        Ok(create_token(store, &name, &scopes, sensor.as_ref())?)
+    Ok((request.name, scopes, sensor))
+}
+
+/// Whether a token id can be chosen by a client: 1 to 64 of `[A-Za-z0-9_-]`.
+fn token_id_in_path(id: &str) -> Result<(), ApiError> {
+    let valid = (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-');
+    if valid {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "bad token id",
+            vec![FieldError::new(
+                "id",
+                Reason::InvalidFormat,
+                "must be 1 to 64 characters of A-Z, a-z, 0-9, _ and -",
+            )],
+        ))
+    }
+}
+
+enum PutOutcome {
+    Created(CreatedToken),
+    Replaced(StoredToken),
+}
+
+/// Creates a token with this id (201, with its secret) or replaces the name, scopes and sensor
+/// binding of the existing one (200; its secret stays). If-Match guards a replace.
+#[utoipa::path(put, path = "/api/v1/tokens/{id}", tag = "tokens",
+    params(("id" = String, Path, description = "The token's id: 1 to 64 of A-Z, a-z, 0-9, _ and -"),
+        ("If-Match" = Option<String>, Header, description = "The ETag you read; 412 if the record changed since")),
+    request_body = schemas::TokenRequest,
+    responses(
+        (status = 200, description = "Replaced", body = schemas::Token,
+            headers(("ETag" = String, description = "Strong version tag of the record"))),
+        (status = 201, description = "Created, with its secret", body = schemas::CreatedToken),
+        (status = 409, description = "A token cannot change itself", body = schemas::ErrorBody),
+        (status = 412, description = "If-Match does not match the current ETag", body = schemas::ErrorBody),
+    ))]
+pub(crate) async fn put(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    principal.require(Scope::Admin)?;
+    QueryParams::parse(query.as_deref(), &[])?;
+    token_id_in_path(&id)?;
+    if id == principal.token_id {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            "a token cannot change itself; use another admin token",
+        ));
+    }
+    let precondition = if_match(&headers)?;
+    let bytes = read_body(&headers, body, state.options.max_body_bytes).await?;
+    let (name, scopes, sensor) = parse_request(&bytes)?;
+    let outcome = blocking(&state, move |store| {
+        registry::with_write_lock(|| {
+            let existing = store.tokens()?.into_iter().find(|token| token.id == id);
+            let current = existing
+                .as_ref()
+                .filter(|token| token.revoked_at.is_none())
+                .map(version_tag);
+            if !precondition.holds(current.as_deref()) {
+                return Err(Precondition::failed("token"));
+            }
+            match existing {
+                Some(mut token) => {
+                    check_token_request(store, &scopes, sensor.as_ref())?;
+                    token.name = name;
+                    token.scopes = scopes
+                        .iter()
+                        .map(|scope| scope.as_str().to_string())
+                        .collect();
+                    token.sensor_id = sensor.map(|sensor| sensor.to_string());
+                    store.replace_token(&token)?;
+                    Ok(PutOutcome::Replaced(token))
+                }
+                None => {
+                    let (record, token) =
+                        create_token_with_id(store, id, &name, &scopes, sensor.as_ref())?;
+                    Ok(PutOutcome::Created(CreatedToken { record, token }))
+                }
+            }
+        })
     })
     .await?;
-    Ok((StatusCode::CREATED, Json(CreatedToken { record, token })).into_response())
+    state.tokens.invalidate();
+    match outcome {
+        PutOutcome::Created(created) => Ok((StatusCode::CREATED, Json(created)).into_response()),
+        PutOutcome::Replaced(token) => entity_response(StatusCode::OK, &token, None),
+    }
 }
 
 /// Lists tokens (admin), oldest first; revoked ones only with include_deleted=true.

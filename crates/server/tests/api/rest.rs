@@ -601,3 +601,96 @@ async fn only_admins_stage_and_confirm() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn put_creates_a_token_with_its_secret_then_replaces_its_scopes_keeping_the_secret() {
+    let app = TestApp::spawn().await;
+    let body = json!({"name": "gateway", "scopes": ["read"]});
+    let created = send(
+        &app,
+        Method::PUT,
+        "/api/v1/tokens/gateway-1",
+        Some(&body),
+        &[],
+    )
+    .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let created: Value = created.json().await.unwrap();
+    assert_eq!(created["id"], "gateway-1");
+    let secret = created["token"].as_str().unwrap().to_string();
+    assert_eq!(
+        app.get_as(&secret, "/api/v1/readings").await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.get_as(&secret, "/api/v1/locations/x/delete")
+            .await
+            .status(),
+        StatusCode::FORBIDDEN,
+        "read only so far"
+    );
+
+    let read = app.get("/api/v1/tokens/gateway-1").await;
+    let tag = etag(&read);
+    let body = json!({"name": "gateway", "scopes": ["admin"]});
+    let replaced = send(
+        &app,
+        Method::PUT,
+        "/api/v1/tokens/gateway-1",
+        Some(&body),
+        &[("if-match", &tag)],
+    )
+    .await;
+    assert_eq!(replaced.status(), StatusCode::OK);
+    let replaced: Value = replaced.json().await.unwrap();
+    assert!(
+        replaced.get("token").is_none(),
+        "a replace never shows the secret again"
+    );
+    assert_eq!(replaced["scopes"], json!(["admin"]));
+    assert_eq!(
+        app.get_as(&secret, "/api/v1/staged").await.status(),
+        StatusCode::OK,
+        "the same secret now has the new scopes"
+    );
+    let (status, _) = error_of(
+        send(
+            &app,
+            Method::PUT,
+            "/api/v1/tokens/gateway-1",
+            Some(&body),
+            &[("if-match", &tag)],
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::PRECONDITION_FAILED,
+        "the old tag is stale"
+    );
+
+    // The token in hand cannot revoke or rewrite itself (the fuzzer once locked itself out).
+    let mine = app
+        .client
+        .delete(app.url("/api/v1/tokens/gateway-1"))
+        .bearer_auth(&secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mine.status(), StatusCode::CONFLICT);
+    let (status, error) = error_of(
+        send(
+            &app,
+            Method::PUT,
+            "/api/v1/tokens/bad%20id",
+            Some(&body),
+            &[],
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(error["details"][0]["path"], "id");
+    app.stop().await;
+}

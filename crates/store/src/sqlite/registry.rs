@@ -410,6 +410,23 @@ impl SqliteStore {
         Ok(())
     }
 
+    pub(super) fn update_token(&self, token: &StoredToken) -> Result<(), StoreError> {
+        let writer = self.writer()?;
+        let changed = writer.execute(
+            "UPDATE tokens SET name = ?2, scopes = ?3, sensor_id = ?4 WHERE id = ?1",
+            params![
+                token.id,
+                token.name,
+                token.scopes.join(","),
+                token.sensor_id
+            ],
+        )?;
+        if changed == 0 {
+            return Err(StoreError::NotFound(format!("token {}", token.id)));
+        }
+        Ok(())
+    }
+
     pub(super) fn remove_token(&self, id: &str) -> Result<(), StoreError> {
         let writer = self.writer()?;
         let changed = writer.execute("DELETE FROM tokens WHERE id = ?1", [id])?;
