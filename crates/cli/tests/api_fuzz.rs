@@ -58,8 +58,11 @@ fn schemathesis_finds_no_server_error_and_no_answer_outside_the_openapi_document
         .args(["--seed", &seed_value().to_string(), "--workers", "2"])
         .args(["--no-color", "--report-dir"])
         .arg(report.path())
+        // schemathesis keeps a cache in its working directory: keep it out of the source tree.
+        .current_dir(report.path())
         .env("SCHEMATHESIS_HOOKS", "hooks")
         .env("PYTHONPATH", HOOKS_DIR)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
