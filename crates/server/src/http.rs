@@ -1,11 +1,14 @@
 //! The HTTP/JSON API under `/api/v1`, plus `/healthz`, `/readyz` and `/metrics`.
 
+mod geo;
+mod import;
 mod locations;
 mod operations;
 mod params;
 mod readings;
 mod registry;
 mod sensors;
+mod stats;
 mod tokens;
 
 use axum::Router;
@@ -20,7 +23,11 @@ use crate::{ApiError, AppState};
 pub(crate) fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/readings", get(readings::list).post(readings::ingest))
+        .route("/readings/aggregate", get(stats::aggregate))
         .route("/readings/{id}", get(readings::get_one))
+        .route("/stats", get(stats::stats))
+        .route("/locations/near", get(geo::near))
+        .route("/locations/import", axum::routing::post(import::import))
         .route("/quarantine", get(readings::quarantine))
         .route(
             "/locations",

@@ -18,11 +18,14 @@
 //!   `INSERT OR IGNORE` (the id is unique), so nothing is lost or doubled.
 
 mod append;
+mod geo;
+mod import;
 mod key_filter;
 mod memtable;
 mod readings;
 mod registry;
 mod schema;
+mod stats;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -292,6 +295,35 @@ impl crate::Store for SqliteStore {
         at: audrey_model::Millis,
     ) -> Result<(), StoreError> {
         self.soft_delete_location(id, at)
+    }
+
+    fn upsert_locations(
+        &self,
+        rows: &[audrey_model::ImportRow],
+    ) -> Result<Vec<crate::UpsertOutcome>, StoreError> {
+        self.upsert_location_rows(rows)
+    }
+
+    fn locations_near(
+        &self,
+        circle: &audrey_model::GeoCircle,
+        limit: usize,
+    ) -> Result<Vec<crate::NearLocation>, StoreError> {
+        self.near_locations(circle, limit)
+    }
+
+    fn reading_stats(
+        &self,
+        query: &crate::StatsQuery,
+    ) -> Result<Vec<crate::StatsGroup>, StoreError> {
+        self.compute_stats(query)
+    }
+
+    fn aggregate_readings(
+        &self,
+        query: &crate::AggregateQuery,
+    ) -> Result<Vec<crate::Bucket>, StoreError> {
+        self.compute_buckets(query)
     }
 
     fn sensor(&self, id: &audrey_model::SensorId) -> Result<Option<Sensor>, StoreError> {

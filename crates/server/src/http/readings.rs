@@ -314,10 +314,22 @@ pub(crate) async fn list(
     let params = QueryParams::parse(
         query.as_deref(),
         &[
-            "sensor", "location", "from", "to", "order", "limit", "cursor",
+            "sensor",
+            "location",
+            "from",
+            "to",
+            "order",
+            "limit",
+            "cursor",
+            "near_lat",
+            "near_lon",
+            "radius_km",
         ],
     )?;
     let mut problems = Problems::default();
+    let near = problems
+        .check_all(params.circle(super::geo::NEAR_PARAMETERS))
+        .flatten();
     let sensor = problems
         .check(params.typed("sensor", SensorId::parse))
         .flatten();
@@ -362,6 +374,7 @@ pub(crate) async fn list(
         order,
         limit,
         after,
+        near,
     };
     let page = blocking(&state, move |store| Ok(store.readings(&query)?)).await?;
     Ok(Json(ListBody::new(page)).into_response())

@@ -7,7 +7,8 @@ use crate::StoreError;
 
 /// Migrations of `audrey.db`: the registry, tokens and the indexed readings. Each entry is
 /// one migration; never edit one that has shipped, append a new one.
-pub(crate) const MAIN: &[&str] = &[r#"
+pub(crate) const MAIN: &[&str] = &[
+    r#"
     CREATE TABLE locations (
         id TEXT PRIMARY KEY,
         name TEXT NOT NULL,
@@ -63,7 +64,16 @@ pub(crate) const MAIN: &[&str] = &[r#"
         created_at INTEGER NOT NULL,
         revoked_at INTEGER
     );
-    "#];
+    "#,
+    // 2: location attributes (an import's extra columns) and the indexes that imports (by
+    // code) and radius searches (by a latitude/longitude box) use.
+    r#"
+    ALTER TABLE locations ADD COLUMN attributes TEXT NOT NULL DEFAULT '{}';
+    CREATE INDEX locations_icao ON locations(icao) WHERE icao IS NOT NULL;
+    CREATE INDEX locations_iata ON locations(iata) WHERE iata IS NOT NULL;
+    CREATE INDEX locations_position ON locations(latitude, longitude);
+    "#,
+];
 
 /// Migrations of `landing.db`: everything the acknowledgement path writes in one transaction.
 pub(crate) const LANDING: &[&str] = &[r#"
