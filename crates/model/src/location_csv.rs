@@ -529,9 +529,10 @@ mod tests {
             "{HEADER}1,A,,,,,91,2,0,0,U,Europe/Paris,airport,x\n\
              2,B,,,,,1,east,0,0,U,Europe/Paris,airport,x\n\
              3,C,,,,,1,2,0,0,U,Mars/Olympus,airport,x\n\
-             1,D,,,,,1,2,0,0,U,Europe/Paris,airport,x\n\
+             9,D,,,,,1,2,0,0,U,Europe/Paris,airport,x\n\
              5,E,,,,,1,2\n\
-             6,F,,,XY1,,1,2,0,0,U,Europe/Paris,airport,x\n"
+             6,F,,,XY1,,1,2,0,0,U,Europe/Paris,airport,x\n\
+             9,G,,,,,1,2,0,0,U,Europe/Paris,airport,x\n"
         ));
         let verdicts: Vec<_> = parsed
             .rejected
@@ -544,13 +545,14 @@ mod tests {
                 (2, "latitude", Reason::OutOfRange),
                 (3, "longitude", Reason::InvalidType),
                 (4, "tz", Reason::InvalidFormat),
-                (5, "id", Reason::DuplicateKey),
                 (6, "", Reason::Malformed),
                 (7, "iata", Reason::InvalidFormat),
+                (8, "id", Reason::DuplicateKey),
             ]
         );
-        assert_eq!(parsed.records, 6);
-        assert!(parsed.rows.is_empty());
+        assert_eq!(parsed.records, 7);
+        assert_eq!(parsed.rows.len(), 1);
+        assert_eq!(parsed.rows[0].location.name, "D");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 mod auth;
 mod bad_input;
 mod helpers;
+mod import;
 mod ingest;
 mod queries;
 mod registry;
