@@ -52,7 +52,7 @@ pub async fn import(app: &TestApp, body: Vec<u8>) -> Value {
 
 /// Why the test expects a row of the airports file to be refused, if it does:
 /// no IANA zone and no whole-hour offset, or a code of the wrong shape.
-fn expected_rejection(record: &[String]) -> Option<&'static str> {
+pub fn expected_rejection(record: &[String]) -> Option<&'static str> {
     let (iata, icao, offset, zone) = (&record[4], &record[5], &record[9], &record[11]);
     let whole_hours = offset
         .parse::<f64>()

@@ -4,6 +4,7 @@
 
 mod auth;
 mod bad_input;
+mod geo;
 mod helpers;
 mod import;
 mod ingest;
