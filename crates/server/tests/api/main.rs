@@ -10,3 +10,4 @@ mod import;
 mod ingest;
 mod queries;
 mod registry;
+mod stats;
