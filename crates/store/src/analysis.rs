@@ -168,7 +168,7 @@ pub fn parse_bucket(text: &str, field: &str) -> Result<i64, FieldError> {
         "d" => 86_400_000,
         _ => return Err(invalid()),
     };
-    if count < 1 || count > 366 {
+    if !(1..=366).contains(&count) {
         return Err(FieldError::new(
             field,
             Reason::OutOfRange,
