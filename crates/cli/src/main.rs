@@ -23,6 +23,8 @@ enum Command {
     Simulate(tools::SimulateArgs),
     /// Measure a running server (or the raw store) under load.
     Bench(tools::BenchArgs),
+    /// Import data into a running server (locations from CSV).
+    Import(tools::ImportArgs),
     /// Manage access tokens directly in the data directory.
     Token(tools::TokenArgs),
     /// Apply storage migrations and report the schema version.
@@ -55,6 +57,7 @@ fn run() -> anyhow::Result<()> {
         Command::Serve(args) => runtime.block_on(serve::run(config::ServeConfig::resolve(args)?)),
         Command::Simulate(args) => runtime.block_on(tools::simulate(args)),
         Command::Bench(args) => runtime.block_on(tools::bench(args)),
+        Command::Import(args) => runtime.block_on(tools::import(args)),
         Command::Token(args) => tools::token(args),
         Command::Migrate(args) => tools::migrate(args),
     }

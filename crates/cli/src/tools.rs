@@ -1,4 +1,4 @@
-//! The commands besides `serve`: simulate, bench, token, migrate.
+//! The commands besides `serve`: simulate, bench, import, token, migrate.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -79,6 +79,79 @@ pub async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
         report.rejected,
         report.failed_requests
     );
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct ImportArgs {
+    #[command(subcommand)]
+    what: ImportWhat,
+}
+
+#[derive(Subcommand)]
+enum ImportWhat {
+    /// Upload a CSV of locations (OpenFlights airports layout, or any file with a header) to
+    /// a running server, which adds new ones and updates changed ones; prints the report.
+    Locations {
+        /// The CSV file
+        file: PathBuf,
+        /// Server base URL
+        #[arg(long, default_value = "http://127.0.0.1:8080", env = "AUDREY_URL")]
+        server: String,
+        /// Token with admin scope; default: <data-dir>/admin.token
+        #[arg(long, env = "AUDREY_TOKEN")]
+        token: Option<String>,
+        #[arg(long, default_value = "audrey-data")]
+        data_dir: PathBuf,
+        /// No progress bar
+        #[arg(long)]
+        quiet: bool,
+        /// Print the whole report as JSON (every rejected row) instead of a summary
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Goes through the server, not the data directory: the running server stays the only
+/// writer, and the same validation and report apply as for `POST /api/v1/locations/import`.
+pub async fn import(args: ImportArgs) -> anyhow::Result<()> {
+    let ImportWhat::Locations {
+        file,
+        server,
+        token,
+        data_dir,
+        quiet,
+        json,
+    } = args.what;
+    let token = token_or_file(token, &data_dir)?;
+    let csv = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+    let report = audrey_loadgen::upload_locations_csv(&server, &token, csv, quiet).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!(
+        "{} rows: {} inserted, {} updated, {} unchanged, {} rejected",
+        report["rows"],
+        report["inserted"],
+        report["updated"],
+        report["unchanged"],
+        report["rejected"]
+    );
+    let rejections = report["rejections"].as_array().cloned().unwrap_or_default();
+    for rejection in rejections.iter().take(20) {
+        println!(
+            "  row {} (line {}) {}: {} ({})",
+            rejection["row"],
+            rejection["line"],
+            rejection["column"].as_str().unwrap_or(""),
+            rejection["message"].as_str().unwrap_or(""),
+            rejection["reason"].as_str().unwrap_or("")
+        );
+    }
+    if rejections.len() > 20 {
+        println!("  ... and {} more (see --json)", rejections.len() - 20);
+    }
     Ok(())
 }
 
@@ -189,6 +262,26 @@ enum BenchScenario {
         #[arg(long, default_value_t = 20_000)]
         by_id_requests: u64,
     },
+    /// Import N generated locations from CSV twice (new, then unchanged)
+    Import {
+        #[command(flatten)]
+        target: ServerTarget,
+        #[arg(long, default_value_t = 30_000)]
+        rows: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Statistics and time-bucket queries over what the server holds (preload first)
+    Stats {
+        #[command(flatten)]
+        target: ServerTarget,
+        /// Sensors preloaded (the one-sensor aggregate asks for the middle one)
+        #[arg(long, default_value_t = 10_000)]
+        sensors: usize,
+        /// Times each query runs
+        #[arg(long, default_value_t = 5)]
+        requests: u64,
+    },
     /// In-process SQLite inserts of the same rows into the ack-path table: the raw limit
     RawSqlite {
         #[arg(long)]
@@ -295,6 +388,18 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             options.by_id_requests = by_id_requests;
             options.server_pid = target.server_pid;
             audrey_loadgen::bench_grpc_queries(options).await?
+        }
+        BenchScenario::Import { target, rows, seed } => {
+            let token = token_or_file(target.token, &target.data_dir)?;
+            audrey_loadgen::bench_import(&target.url, &token, rows, seed).await?
+        }
+        BenchScenario::Stats {
+            target,
+            sensors,
+            requests,
+        } => {
+            let token = token_or_file(target.token, &target.data_dir)?;
+            audrey_loadgen::bench_analytics(&target.url, &token, sensors, requests).await?
         }
         BenchScenario::RawSqlite {
             dir,

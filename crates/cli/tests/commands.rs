@@ -106,7 +106,7 @@ fn migrate_reports_the_schema_version() {
     let output = audrey(&["migrate", "--data-dir", dir.path().to_str().unwrap()]);
     assert!(output.status.success());
     assert!(
-        text(&output).starts_with("schema version 3"),
+        text(&output).starts_with("schema version 4"),
         "{}",
         text(&output)
     );
@@ -169,6 +169,59 @@ async fn settings_come_from_audrey_toml_and_the_environment_overrides_them() {
     assert_eq!(response.status(), 413, "AUDREY_MAX_BODY_BYTES applies");
     child.start_kill().unwrap();
     let _ = child.wait().await;
+}
+
+#[tokio::test]
+async fn import_locations_uploads_a_csv_and_prints_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path()).await;
+    let file = dir.path().join("places.csv");
+    std::fs::write(
+        &file,
+        "icao,name,lat,lon,tz\nEDDB,Berlin,52.36,13.50,Europe/Berlin\nLFPG,Paris,48.0,2.5,Mars/Base\n",
+    )
+    .unwrap();
+    let run = || {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_audrey"))
+            .args(["import", "locations"])
+            .arg(&file)
+            .args([
+                "--server",
+                &server.base_url,
+                "--token",
+                &server.token,
+                "--quiet",
+            ])
+            .output()
+    };
+    let output = run().await.unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report = text(&output);
+    assert!(
+        report.starts_with("2 rows: 1 inserted, 0 updated, 0 unchanged, 1 rejected"),
+        "{report}"
+    );
+    assert!(report.contains("row 2 (line 3) tz"), "{report}");
+    let again = text(&run().await.unwrap());
+    assert!(
+        again.starts_with("2 rows: 0 inserted, 0 updated, 1 unchanged"),
+        "{again}"
+    );
+    let stored: Value = reqwest::Client::new()
+        .get(format!("{}/api/v1/locations/EDDB", server.base_url))
+        .bearer_auth(&server.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stored["name"], "Berlin");
+    server.terminate().await;
 }
 
 #[tokio::test]

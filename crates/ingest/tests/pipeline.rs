@@ -78,6 +78,31 @@ impl Store for GatedStore {
     fn delete_location(&self, id: &LocationId, at: Millis) -> Result<(), StoreError> {
         self.inner.delete_location(id, at)
     }
+    fn upsert_locations(
+        &self,
+        rows: &[audrey_model::ImportRow],
+    ) -> Result<Vec<audrey_store::UpsertOutcome>, StoreError> {
+        self.inner.upsert_locations(rows)
+    }
+    fn locations_near(
+        &self,
+        circle: &audrey_model::GeoCircle,
+        limit: usize,
+    ) -> Result<Vec<audrey_store::NearLocation>, StoreError> {
+        self.inner.locations_near(circle, limit)
+    }
+    fn reading_stats(
+        &self,
+        query: &audrey_store::StatsQuery,
+    ) -> Result<Vec<audrey_store::StatsGroup>, StoreError> {
+        self.inner.reading_stats(query)
+    }
+    fn aggregate_readings(
+        &self,
+        query: &audrey_store::AggregateQuery,
+    ) -> Result<Vec<audrey_store::Bucket>, StoreError> {
+        self.inner.aggregate_readings(query)
+    }
     fn sensor(&self, id: &SensorId) -> Result<Option<Sensor>, StoreError> {
         self.inner.sensor(id)
     }

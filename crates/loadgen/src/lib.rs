@@ -19,6 +19,7 @@ mod bench;
 mod clock;
 mod delivery;
 mod grpc_client;
+mod location_upload;
 mod progress;
 mod registration;
 mod simulate;
@@ -27,8 +28,9 @@ mod wire;
 pub use bench::{
     BY_ID_WORKERS, BenchReport, DEFAULT_MATRIX_BATCH_SIZE, DEFAULT_MATRIX_CELLS,
     DEFAULT_MATRIX_SENSORS, GrpcQueryOptions, IngestBenchOptions, MatrixOptions, QueryBenchOptions,
-    Transport, UNACKNOWLEDGED_BATCHES_AT_MOST, bench_grpc_queries, bench_http_ingest, bench_matrix,
-    bench_query_newest, bench_raw_sqlite, parse_cell, parse_cells, parse_transports, preload,
-    scenario_label,
+    Transport, UNACKNOWLEDGED_BATCHES_AT_MOST, bench_analytics, bench_grpc_queries,
+    bench_http_ingest, bench_import, bench_matrix, bench_query_newest, bench_raw_sqlite,
+    generated_locations_csv, parse_cell, parse_cells, parse_transports, preload, scenario_label,
 };
+pub use location_upload::upload_locations_csv;
 pub use simulate::{SimulateOptions, SimulateReport, simulate};

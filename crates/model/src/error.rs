@@ -67,6 +67,8 @@ pub enum Reason {
     InvalidFormat,
     UnknownLocation,
     Malformed,
+    /// A key given twice where it must be unique (an import file's id column, say).
+    DuplicateKey,
 }
 
 impl Reason {
@@ -84,6 +86,7 @@ impl Reason {
             Reason::UnknownField => "unknown_field",
             Reason::MissingField => "missing_field",
             Reason::InvalidType => "invalid_type",
+            Reason::DuplicateKey => "duplicate_key",
             Reason::InvalidFormat => "invalid_format",
             Reason::UnknownLocation => "unknown_location",
             Reason::Malformed => "malformed",

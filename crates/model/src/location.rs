@@ -20,6 +20,8 @@ pub struct Location {
     pub timezone: String,
     pub iata: Option<String>,
     pub icao: Option<String>,
+    /// Facts Audrey does not model (an import's extra columns, say), kept as given.
+    pub attributes: Attributes,
     pub created_at: Millis,
     pub updated_at: Millis,
     pub deleted_at: Option<Millis>,
@@ -46,7 +48,14 @@ pub struct LocationInput {
     pub iata: Option<String>,
     #[serde(default)]
     pub icao: Option<String>,
+    #[serde(default)]
+    pub attributes: Option<Attributes>,
 }
+
+/// Free-form facts about a location: a JSON object.
+pub type Attributes = serde_json::Map<String, serde_json::Value>;
+
+const MAX_ATTRIBUTES: usize = 64;
 
 /// A partial update is a JSON Merge Patch (RFC 7396) over [`LocationInput`]'s fields.
 pub type LocationPatch = serde_json::Value;
@@ -150,6 +159,18 @@ impl LocationInput {
                 format!("{timezone:?} is not an IANA time zone name such as Europe/Berlin"),
             ));
         }
+        if let Some(attributes) = &self.attributes
+            && attributes.len() > MAX_ATTRIBUTES
+        {
+            errors.push(FieldError::new(
+                "attributes",
+                Reason::TooLong,
+                format!(
+                    "must have at most {MAX_ATTRIBUTES} entries, got {}",
+                    attributes.len()
+                ),
+            ));
+        }
         check_code(&mut errors, "iata", self.iata.as_deref(), 3);
         check_code(&mut errors, "icao", self.icao.as_deref(), 4);
         if !errors.is_empty() {
@@ -170,6 +191,7 @@ impl LocationInput {
             timezone,
             iata: blank_to_none(self.iata),
             icao: blank_to_none(self.icao),
+            attributes: self.attributes.unwrap_or_default(),
             created_at: created_at.unwrap_or(now),
             updated_at: now,
             deleted_at: None,
@@ -191,6 +213,7 @@ impl Location {
             timezone: Some(self.timezone.clone()),
             iata: self.iata.clone(),
             icao: self.icao.clone(),
+            attributes: Some(self.attributes.clone()),
         }
     }
 }

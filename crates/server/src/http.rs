@@ -6,6 +6,8 @@
 
 mod allow;
 mod conditional;
+mod geo;
+mod import;
 mod locations;
 mod openapi;
 mod operations;
@@ -15,6 +17,7 @@ mod registry;
 mod routes;
 mod sensors;
 mod staged;
+mod stats;
 mod tokens;
 
 use std::sync::Arc;

@@ -9,6 +9,7 @@ mod auth;
 mod error;
 mod grpc;
 mod http;
+mod import;
 mod queries;
 mod registry;
 mod state;
@@ -21,6 +22,7 @@ pub use auth::{Scope, bootstrap_admin_token, create_token};
 pub use error::ApiError;
 pub use grpc::{serve_compat, serve_grpc};
 pub use http::{DOCS_PATH, document as openapi_document};
+pub use import::{IMPORT_BATCH_ROWS, ImportError, ImportReport, Rejection, import_locations};
 pub use state::{AppState, HttpOptions};
 
 /// Where to serve: HTTP always; gRPC and the unauthenticated compatibility service when given.

@@ -6,10 +6,15 @@
 //! `(read_at, id)`, keyset cursors). It must never know about HTTP, gRPC or authentication
 //! policy: it stores token hashes, it does not decide who may do what.
 
+mod analysis;
 mod error;
 mod query;
 mod sqlite;
 
+pub use analysis::{
+    AggregateQuery, Aggregation, Bucket, GroupBy, NearLocation, StatsGroup, StatsQuery,
+    UpsertOutcome, parse_bucket,
+};
 pub use error::StoreError;
 pub use query::{
     Cursor, LocationFilter, Order, Page, QuarantineEntry, QuarantineFilter, ReadingQuery,
@@ -18,7 +23,8 @@ pub use query::{
 pub use sqlite::{SqliteOptions, SqliteStore};
 
 use audrey_model::{
-    Location, LocationId, Millis, Reading, ReadingId, Sensor, SensorId, ValidReading,
+    GeoCircle, ImportRow, Location, LocationId, Millis, Reading, ReadingId, Sensor, SensorId,
+    ValidReading,
 };
 
 /// What happened to one reading handed to [`Store::append`].
@@ -68,6 +74,12 @@ pub trait Store: Send + Sync + 'static {
 
     fn reading(&self, id: ReadingId) -> Result<Option<Reading>, StoreError>;
     fn readings(&self, query: &ReadingQuery) -> Result<Page<Reading>, StoreError>;
+    /// Statistics of one metric per group over every stored reading in the time range
+    /// (landed and flushed alike), groups ordered by key (`None` first). Readings without the
+    /// metric are ignored; definitions in [`audrey_model::Summary`].
+    fn reading_stats(&self, query: &StatsQuery) -> Result<Vec<StatsGroup>, StoreError>;
+    /// Time buckets of one metric, ordered by start; empty buckets are absent.
+    fn aggregate_readings(&self, query: &AggregateQuery) -> Result<Vec<Bucket>, StoreError>;
 
     fn quarantine(&self, filter: &QuarantineFilter) -> Result<Page<QuarantineEntry>, StoreError>;
     fn counters(&self, sensor: &SensorId) -> Result<SensorCounters, StoreError>;
@@ -80,6 +92,20 @@ pub trait Store: Send + Sync + 'static {
     /// Removes the record for good (deleted or not). A location that sensors still name, even
     /// soft-deleted ones, is a conflict: purge those sensors first.
     fn purge_location(&self, id: &LocationId) -> Result<(), StoreError>;
+    /// Inserts or updates imported locations in one transaction, one outcome per row in order.
+    /// A row finds its stored location by its [`audrey_model::ImportKey`]: by id, or by the
+    /// `icao` (else `iata`) column, preferring a live record over a soft-deleted one; a
+    /// matched record keeps its id and `created_at`, is undeleted, and counts as `Unchanged`
+    /// (and is not written) when every modelled field and attribute already matches.
+    /// A new record takes the row's location as given.
+    fn upsert_locations(&self, rows: &[ImportRow]) -> Result<Vec<UpsertOutcome>, StoreError>;
+    /// Live locations within the circle (great-circle distance, [`audrey_model::distance_km`]),
+    /// nearest first (ties by id), at most `limit`.
+    fn locations_near(
+        &self,
+        circle: &GeoCircle,
+        limit: usize,
+    ) -> Result<Vec<NearLocation>, StoreError>;
 
     fn sensor(&self, id: &SensorId) -> Result<Option<Sensor>, StoreError>;
     fn sensors(&self, filter: &SensorFilter) -> Result<Page<Sensor>, StoreError>;

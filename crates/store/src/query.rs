@@ -57,6 +57,8 @@ pub struct ReadingQuery {
     pub order: Order,
     pub limit: usize,
     pub after: Option<Cursor>,
+    /// Only readings taken at a location inside this circle.
+    pub near: Option<audrey_model::GeoCircle>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -105,6 +107,8 @@ pub struct LocationFilter {
 pub struct SensorFilter {
     pub location: Option<String>,
     pub kind: Option<String>,
+    /// Only sensors whose location lies inside this circle.
+    pub near: Option<audrey_model::GeoCircle>,
     pub include_deleted: bool,
     pub limit: usize,
     pub after: Option<String>,

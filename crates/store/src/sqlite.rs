@@ -18,12 +18,15 @@
 //!   `INSERT OR IGNORE` (the id is unique), so nothing is lost or doubled.
 
 mod append;
+mod geo;
+mod import;
 mod key_filter;
 mod memtable;
 mod readings;
 mod registry;
 mod schema;
 mod staged;
+mod stats;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -297,6 +300,35 @@ impl crate::Store for SqliteStore {
 
     fn purge_location(&self, id: &audrey_model::LocationId) -> Result<(), StoreError> {
         self.remove_location(id)
+    }
+
+    fn upsert_locations(
+        &self,
+        rows: &[audrey_model::ImportRow],
+    ) -> Result<Vec<crate::UpsertOutcome>, StoreError> {
+        self.upsert_location_rows(rows)
+    }
+
+    fn locations_near(
+        &self,
+        circle: &audrey_model::GeoCircle,
+        limit: usize,
+    ) -> Result<Vec<crate::NearLocation>, StoreError> {
+        self.near_locations(circle, limit)
+    }
+
+    fn reading_stats(
+        &self,
+        query: &crate::StatsQuery,
+    ) -> Result<Vec<crate::StatsGroup>, StoreError> {
+        self.compute_stats(query)
+    }
+
+    fn aggregate_readings(
+        &self,
+        query: &crate::AggregateQuery,
+    ) -> Result<Vec<crate::Bucket>, StoreError> {
+        self.compute_buckets(query)
     }
 
     fn sensor(&self, id: &audrey_model::SensorId) -> Result<Option<Sensor>, StoreError> {

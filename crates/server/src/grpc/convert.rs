@@ -151,6 +151,8 @@ pub(crate) fn location_input(message: v1::Location) -> LocationInput {
         timezone: non_empty(message.timezone),
         iata: message.iata,
         icao: message.icao,
+        // The protobuf message has no attributes field; a gRPC put leaves them empty.
+        attributes: None,
     }
 }
 

@@ -49,6 +49,7 @@ fn list_query(request: &v1::ListReadingsRequest) -> Result<ReadingQuery, Status>
         order,
         limit: PAGE_ROWS,
         after,
+        near: None,
     })
 }
 

@@ -156,6 +156,8 @@ impl v1::registry_service_server::RegistryService for RegistryApi {
         let filter = SensorFilter {
             location: optional(request.location_id),
             kind: optional(request.kind),
+            // The protobuf request has no radius filter (yet); HTTP has.
+            near: None,
             include_deleted: request.include_deleted,
             limit: limit(request.limit),
             after: optional(request.cursor),

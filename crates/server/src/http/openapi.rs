@@ -45,6 +45,7 @@ pub const DOCS_PATH: &str = "/docs";
         (name = "locations", description = "The places sensors are installed at"),
         (name = "sensors", description = "Registered devices"),
         (name = "tokens", description = "Bearer tokens (admin)"),
+        (name = "statistics", description = "Summaries per group and time buckets over readings"),
         (name = "staged", description = "Two-step changes applied by following a confirmation link"),
         (name = "operations", description = "Health, readiness, metrics and this document; no token needed"),
     )

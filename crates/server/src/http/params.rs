@@ -71,6 +71,58 @@ impl QueryParams {
         }
     }
 
+    pub fn number(&self, key: &str) -> Result<Option<f64>, FieldError> {
+        self.typed(key, |text| {
+            text.parse::<f64>()
+                .ok()
+                .filter(|number| number.is_finite())
+                .ok_or_else(|| {
+                    FieldError::new(
+                        key,
+                        Reason::InvalidType,
+                        format!("{text:?} is not a number"),
+                    )
+                })
+        })
+    }
+
+    /// A radius filter from three parameters (centre latitude, longitude, radius in km):
+    /// all three or none. Errors name the parameters.
+    pub fn circle(
+        &self,
+        names: [&str; 3],
+    ) -> Result<Option<audrey_model::GeoCircle>, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let mut numbers = [None; 3];
+        for (index, name) in names.iter().enumerate() {
+            match self.number(name) {
+                Ok(number) => numbers[index] = number,
+                Err(error) => errors.push(error),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        match numbers {
+            [None, None, None] => Ok(None),
+            [Some(latitude), Some(longitude), Some(radius)] => {
+                audrey_model::GeoCircle::new(latitude, longitude, radius, names).map(Some)
+            }
+            _ => Err(names
+                .iter()
+                .zip(numbers)
+                .filter(|(_, number)| number.is_none())
+                .map(|(name, _)| {
+                    FieldError::new(
+                        *name,
+                        Reason::MissingField,
+                        format!("a radius filter needs all of {}", names.join(", ")),
+                    )
+                })
+                .collect()),
+        }
+    }
+
     pub fn instant(&self, key: &str) -> Result<Option<Millis>, FieldError> {
         self.text(key)
             .map(|text| Millis::parse_flexible(text, key))
@@ -171,6 +223,10 @@ pub(crate) fn sensor_in_path(id: &str) -> Result<audrey_model::SensorId, ApiErro
 pub(crate) struct Problems(Vec<FieldError>);
 
 impl Problems {
+    pub fn check_all<T>(&mut self, result: Result<T, Vec<FieldError>>) -> Option<T> {
+        result.map_err(|errors| self.0.extend(errors)).ok()
+    }
+
     pub fn check<T>(&mut self, result: Result<T, FieldError>) -> Option<T> {
         result.map_err(|error| self.0.push(error)).ok()
     }

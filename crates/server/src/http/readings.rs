@@ -323,7 +323,8 @@ pub(crate) async fn get_one(
 }
 
 /// Lists readings ordered by measurement time (then id), filtered by sensor, location and time.
-#[utoipa::path(get, path = "/api/v1/readings", tag = "readings", params(ReadingListQuery),
+#[utoipa::path(get, path = "/api/v1/readings", tag = "readings",
+    params(ReadingListQuery, super::openapi::parameters::NearFilter),
     responses((status = 200, description = "A page of readings", body = schemas::ReadingList)))]
 pub(crate) async fn list(
     State(state): State<AppState>,
@@ -334,10 +335,22 @@ pub(crate) async fn list(
     let params = QueryParams::parse(
         query.as_deref(),
         &[
-            "sensor", "location", "from", "to", "order", "limit", "cursor",
+            "sensor",
+            "location",
+            "from",
+            "to",
+            "order",
+            "limit",
+            "cursor",
+            "near_lat",
+            "near_lon",
+            "radius_km",
         ],
     )?;
     let mut problems = Problems::default();
+    let near = problems
+        .check_all(params.circle(super::geo::NEAR_PARAMETERS))
+        .flatten();
     let sensor = problems
         .check(params.typed("sensor", SensorId::parse))
         .flatten();
@@ -382,6 +395,7 @@ pub(crate) async fn list(
         order,
         limit,
         after,
+        near,
     };
     let page = blocking(&state, move |store| Ok(store.readings(&query)?)).await?;
     Ok(Json(ListBody::new(page)).into_response())

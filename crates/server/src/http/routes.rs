@@ -12,13 +12,19 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{locations, openapi, operations, readings, sensors, staged, tokens};
+use super::{
+    geo, import, locations, openapi, operations, readings, sensors, staged, stats, tokens,
+};
 use crate::AppState;
 
 pub(crate) fn declared() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(readings::list, readings::ingest))
         .routes(routes!(readings::get_one))
+        .routes(routes!(stats::aggregate))
+        .routes(routes!(stats::stats))
+        .routes(routes!(geo::near))
+        .routes(routes!(import::import))
         .routes(routes!(readings::quarantine))
         .routes(routes!(locations::list, locations::create))
         .routes(routes!(

@@ -7,8 +7,9 @@ use axum::response::{IntoResponse, Response};
 use audrey_model::Sensor;
 use audrey_store::SensorFilter;
 
+use super::geo::NEAR_PARAMETERS;
 use super::openapi::parameters::{RegistryListQuery, SensorFilters};
-use super::params::{registry_list_params, sensor_in_path};
+use super::params::{Problems, registry_list_params, sensor_in_path};
 use super::readings::{ListBody, MAX_LIST_LIMIT, blocking};
 use crate::auth::{Principal, Scope};
 use crate::{ApiError, AppState};
@@ -26,7 +27,7 @@ super::registry::entity_handlers!(
 
 /// Lists sensors by id; soft-deleted ones only with include_deleted=true.
 #[utoipa::path(get, path = "/api/v1/sensors", tag = "sensors",
-    params(SensorFilters, RegistryListQuery),
+    params(SensorFilters, super::openapi::parameters::NearFilter, RegistryListQuery),
     responses((status = 200, description = "A page of sensors", body = schemas::SensorList)))]
 pub(crate) async fn list(
     State(state): State<AppState>,
@@ -34,11 +35,18 @@ pub(crate) async fn list(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     principal.require(Scope::Read)?;
-    let (params, paging) =
-        registry_list_params(query.as_deref(), &["location", "kind"], MAX_LIST_LIMIT)?;
+    let (params, paging) = registry_list_params(
+        query.as_deref(),
+        &["location", "kind", "near_lat", "near_lon", "radius_km"],
+        MAX_LIST_LIMIT,
+    )?;
+    let mut problems = Problems::default();
+    let near = problems.check_all(params.circle(NEAR_PARAMETERS)).flatten();
+    problems.finish("the query is invalid")?;
     let filter = SensorFilter {
         location: params.text("location").map(str::to_string),
         kind: params.text("kind").map(str::to_string),
+        near,
         include_deleted: paging.include_deleted,
         limit: paging.limit,
         after: paging.after,

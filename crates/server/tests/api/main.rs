@@ -5,8 +5,11 @@
 mod auth;
 mod bad_input;
 mod contract;
+mod geo;
 mod helpers;
+mod import;
 mod ingest;
 mod queries;
 mod registry;
 mod rest;
+mod stats;

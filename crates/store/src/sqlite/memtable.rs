@@ -6,10 +6,10 @@
 //! memtable first and the table second therefore never misses a row (it may see one twice,
 //! which the merge removes).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
-use audrey_model::{MessageId, Millis, Reading, ReadingId, SensorId};
+use audrey_model::{LocationId, MessageId, Millis, Reading, ReadingId, SensorId};
 
 use crate::{Cursor, Order, ReadingQuery};
 
@@ -101,8 +101,36 @@ impl Memtable {
         self.by_id.get(&id).map(|reading| (**reading).clone())
     }
 
-    /// The first `query.limit` matching rows in the query's order.
-    pub fn query(&self, query: &ReadingQuery) -> Vec<Reading> {
+    /// Every row with `from <= read_at < to` of the sensor and location given, in no order.
+    pub fn scan(
+        &self,
+        sensor: Option<&SensorId>,
+        location: Option<&LocationId>,
+        from: Option<Millis>,
+        to: Option<Millis>,
+    ) -> Vec<Arc<Reading>> {
+        let lower = from.unwrap_or(Millis(i64::MIN));
+        let upper = to.unwrap_or(Millis(i64::MAX));
+        self.rows
+            .iter()
+            .map(|(_, reading)| reading)
+            .filter(|reading| {
+                reading.read_at >= lower
+                    && reading.read_at < upper
+                    && sensor.is_none_or(|sensor| *sensor == reading.sensor_id)
+                    && location.is_none_or(|location| *location == reading.location_id)
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// The first `query.limit` matching rows in the query's order, only at `locations` when
+    /// given (a radius filter resolved to location ids).
+    pub fn query(
+        &self,
+        query: &ReadingQuery,
+        locations: Option<&HashSet<LocationId>>,
+    ) -> Vec<Reading> {
         let lower = query.from.unwrap_or(Millis(i64::MIN));
         let upper = query.to.unwrap_or(Millis(i64::MAX));
         let matches = |reading: &Reading| {
@@ -115,6 +143,7 @@ impl Memtable {
                 && query
                     .after
                     .is_none_or(|cursor| is_after(reading, cursor, query.order))
+                && locations.is_none_or(|locations| locations.contains(&reading.location_id))
         };
         match &query.sensor {
             Some(sensor) => {

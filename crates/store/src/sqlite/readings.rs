@@ -1,11 +1,14 @@
 //! Reading queries of the SQLite store: by id, lists merged from memory and the indexed
 //! table, quarantine and counters.
 
+use std::collections::HashSet;
+
 use rusqlite::types::Value;
 use rusqlite::{OptionalExtension, Row, params};
 
 use audrey_model::{LocationId, MessageId, Millis, Reading, ReadingId, ReadingValues, SensorId};
 
+use super::geo::location_ids_in;
 use super::memtable::{is_after, sort_readings};
 use super::{SqliteStore, poisoned};
 use crate::{
@@ -68,11 +71,29 @@ impl SqliteStore {
             limit: limit + 1,
             ..query.clone()
         };
+        let reader = self.reader()?;
+        // A radius filter becomes the set of locations inside the circle.
+        let near = match &query.near {
+            Some(circle) => {
+                let ids = location_ids_in(&reader, circle)?;
+                if ids.is_empty() {
+                    return Ok(Page {
+                        items: Vec::new(),
+                        next_cursor: None,
+                    });
+                }
+                Some(ids)
+            }
+            None => None,
+        };
         // Memtable first, table second: see the memtable module for why this never misses.
-        let mut items = self.memtable.read().map_err(poisoned)?.query(&probe);
-        let (sql, values) = readings_sql(&probe);
+        let mut items = self
+            .memtable
+            .read()
+            .map_err(poisoned)?
+            .query(&probe, near.as_ref());
+        let (sql, values) = readings_sql(&probe, near.as_ref())?;
         {
-            let reader = self.reader()?;
             let mut statement = reader.prepare_cached(&sql)?;
             let rows = statement.query_map(rusqlite::params_from_iter(values), reading_from_row)?;
             for row in rows {
@@ -155,9 +176,19 @@ impl SqliteStore {
     }
 }
 
-fn readings_sql(query: &ReadingQuery) -> (String, Vec<Value>) {
+fn readings_sql(
+    query: &ReadingQuery,
+    near: Option<&HashSet<LocationId>>,
+) -> Result<(String, Vec<Value>), StoreError> {
     let mut sql = format!("SELECT {READING_COLUMNS} FROM readings WHERE 1 = 1");
     let mut values: Vec<Value> = Vec::new();
+    if let Some(locations) = near {
+        let ids: Vec<&str> = locations.iter().map(LocationId::as_str).collect();
+        sql.push_str(" AND location_id IN (SELECT value FROM json_each(?))");
+        values.push(Value::Text(
+            serde_json::to_string(&ids).map_err(|error| StoreError::Internal(error.to_string()))?,
+        ));
+    }
     if let Some(sensor) = &query.sensor {
         sql.push_str(" AND sensor_id = ?");
         values.push(Value::Text(sensor.to_string()));
@@ -199,7 +230,7 @@ fn readings_sql(query: &ReadingQuery) -> (String, Vec<Value>) {
         " ORDER BY read_at {direction}, id {direction} LIMIT ?"
     ));
     values.push(Value::Integer(query.limit as i64));
-    (sql, values)
+    Ok((sql, values))
 }
 
 pub(super) fn truncate(text: &str, max_bytes: usize) -> &str {

@@ -7,11 +7,12 @@ use rusqlite::{OptionalExtension, Row, TransactionBehavior, params};
 
 use audrey_model::{FieldError, Location, LocationId, Millis, Reason, Sensor, SensorId};
 
+use super::geo::location_ids_json;
 use super::{SqliteStore, poisoned};
 use crate::{LocationFilter, Page, SensorFilter, StoreError, StoredToken};
 
-const LOCATION_COLUMNS: &str = "id, name, city, country, latitude, longitude, altitude, timezone, \
-                                iata, icao, created_at, updated_at, deleted_at";
+pub(super) const LOCATION_COLUMNS: &str = "id, name, city, country, latitude, longitude, altitude, \
+                                timezone, iata, icao, created_at, updated_at, deleted_at, attributes";
 const SENSOR_COLUMNS: &str = "id, name, kind, location_id, metrics, expected_interval_seconds, created_at, updated_at, deleted_at";
 const TOKEN_COLUMNS: &str = "id, hash, name, scopes, sensor_id, created_at, revoked_at";
 
@@ -23,8 +24,9 @@ fn corrupt(column: usize, what: &str) -> rusqlite::Error {
     )
 }
 
-fn location_from_row(row: &Row<'_>) -> rusqlite::Result<Location> {
+pub(super) fn location_from_row(row: &Row<'_>) -> rusqlite::Result<Location> {
     let id: String = row.get(0)?;
+    let attributes: String = row.get(13)?;
     Ok(Location {
         id: LocationId::parse(&id).map_err(|_| corrupt(0, "location id"))?,
         name: row.get(1)?,
@@ -39,6 +41,7 @@ fn location_from_row(row: &Row<'_>) -> rusqlite::Result<Location> {
         created_at: Millis(row.get(10)?),
         updated_at: Millis(row.get(11)?),
         deleted_at: row.get::<_, Option<i64>>(12)?.map(Millis),
+        attributes: serde_json::from_str(&attributes).map_err(|_| corrupt(13, "attributes"))?,
     })
 }
 
@@ -74,6 +77,11 @@ fn token_from_row(row: &Row<'_>) -> rusqlite::Result<StoredToken> {
         created_at: Millis(row.get(5)?),
         revoked_at: row.get::<_, Option<i64>>(6)?.map(Millis),
     })
+}
+
+pub(super) fn attributes_json(location: &Location) -> Result<String, StoreError> {
+    serde_json::to_string(&location.attributes)
+        .map_err(|error| StoreError::Internal(error.to_string()))
 }
 
 /// Takes one more than `limit` rows and turns the surplus into a next-page cursor.
@@ -163,10 +171,10 @@ impl SqliteStore {
         }
         transaction.execute(
             &format!(
-                "INSERT INTO locations ({LOCATION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                "INSERT INTO locations ({LOCATION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
                  ON CONFLICT(id) DO UPDATE SET name = ?2, city = ?3, country = ?4, latitude = ?5,
                     longitude = ?6, altitude = ?7, timezone = ?8, iata = ?9, icao = ?10,
-                    updated_at = ?12, deleted_at = ?13"
+                    updated_at = ?12, deleted_at = ?13, attributes = ?14"
             ),
             params![
                 location.id.as_str(),
@@ -182,6 +190,7 @@ impl SqliteStore {
                 location.created_at.0,
                 location.updated_at.0,
                 location.deleted_at.map(|at| at.0),
+                attributes_json(location)?,
             ],
         )?;
         transaction.commit()?;
@@ -233,15 +242,21 @@ impl SqliteStore {
             "SELECT {SENSOR_COLUMNS} FROM sensors
              WHERE id > ?1 AND (?2 IS NULL OR location_id = ?2) AND (?3 IS NULL OR kind = ?3)
                AND (?4 OR deleted_at IS NULL)
+               AND (?6 IS NULL OR location_id IN (SELECT value FROM json_each(?6)))
              ORDER BY id LIMIT ?5"
         ))?;
+        let near = match &filter.near {
+            Some(circle) => Some(location_ids_json(&reader, circle)?),
+            None => None,
+        };
         let rows = statement.query_map(
             params![
                 filter.after.as_deref().unwrap_or(""),
                 filter.location,
                 filter.kind,
                 filter.include_deleted,
-                limit as i64 + 1
+                limit as i64 + 1,
+                near,
             ],
             sensor_from_row,
         )?;

@@ -81,6 +81,14 @@ pub(crate) const MAIN: &[&str] = &[
     );
     CREATE INDEX staged_changes_status ON staged_changes(status, created_at);
     "#,
+    // 3: location attributes (an import's extra columns) and the indexes that imports (by
+    // code) and radius searches (by a latitude/longitude box) use.
+    r#"
+    ALTER TABLE locations ADD COLUMN attributes TEXT NOT NULL DEFAULT '{}';
+    CREATE INDEX locations_icao ON locations(icao) WHERE icao IS NOT NULL;
+    CREATE INDEX locations_iata ON locations(iata) WHERE iata IS NOT NULL;
+    CREATE INDEX locations_position ON locations(latitude, longitude);
+    "#,
 ];
 
 /// Migrations of `landing.db`: everything the acknowledgement path writes in one transaction.

@@ -111,3 +111,84 @@ pub(crate) struct QuarantineQuery {
     /// The `next_cursor` of the previous page.
     cursor: Option<String>,
 }
+
+/// The radius filter on sensor and reading lists: all three parameters or none.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct NearFilter {
+    /// Latitude of the circle's centre, degrees.
+    #[param(minimum = -90, maximum = 90, example = 52.36)]
+    near_lat: Option<f64>,
+    /// Longitude of the circle's centre, degrees.
+    #[param(minimum = -180, maximum = 180, example = 13.5)]
+    near_lon: Option<f64>,
+    /// Radius in kilometres (great-circle distance).
+    #[param(minimum = 0, example = 25)]
+    radius_km: Option<f64>,
+}
+
+/// A radius search over locations.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct NearQuery {
+    /// Latitude of the centre, degrees.
+    #[param(minimum = -90, maximum = 90, example = 52.36)]
+    lat: f64,
+    /// Longitude of the centre, degrees.
+    #[param(minimum = -180, maximum = 180, example = 13.5)]
+    lon: f64,
+    /// Radius in kilometres (great-circle distance on a sphere of radius 6371.0088 km).
+    #[param(minimum = 0, example = 25)]
+    radius_km: f64,
+    /// Most locations answered, nearest first.
+    #[param(minimum = 1, maximum = 10000, example = 10)]
+    limit: Option<u32>,
+}
+
+/// Statistics per group over one metric.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct StatsQuery {
+    /// The metric to summarise.
+    #[param(example = "temperature")]
+    metric: String,
+    /// How to group: `sensor` (default), `location`, `city` or `country`.
+    #[param(example = "sensor")]
+    group_by: Option<String>,
+    /// Earliest `read_at` (inclusive): RFC 3339 or epoch milliseconds.
+    #[param(example = "2026-05-01T00:00:00Z")]
+    from: Option<String>,
+    /// Latest `read_at` (exclusive): RFC 3339 or epoch milliseconds.
+    #[param(example = "2026-05-02T00:00:00Z")]
+    to: Option<String>,
+    /// Comma-separated percentiles in (0, 100], exact (linear interpolation between ranks).
+    #[param(example = "50,75,99")]
+    percentiles: Option<String>,
+}
+
+/// A time series of buckets over one metric.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct AggregateQuery {
+    /// Only this sensor's readings.
+    #[param(example = "th-0001")]
+    sensor: Option<String>,
+    /// Only readings at this location.
+    #[param(example = "hangar-1")]
+    location: Option<String>,
+    /// The metric to aggregate.
+    #[param(example = "temperature")]
+    metric: String,
+    /// Bucket width: `1m`, `1h` or `1d` (aligned to the Unix epoch, UTC).
+    #[param(example = "1h")]
+    bucket: String,
+    /// Comma-separated aggregations: avg, min, max, count, sum, stddev, pNN.
+    #[param(example = "avg,min,max,count,p50")]
+    agg: Option<String>,
+    /// Earliest `read_at` (inclusive).
+    #[param(example = "2026-05-01T00:00:00Z")]
+    from: Option<String>,
+    /// Latest `read_at` (exclusive).
+    #[param(example = "2026-05-02T00:00:00Z")]
+    to: Option<String>,
+}

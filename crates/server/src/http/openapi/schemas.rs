@@ -43,8 +43,8 @@ pub(crate) struct FieldProblem {
 #[derive(Serialize, ToSchema)]
 #[schema(example = json!({"id": "hangar-1", "name": "Hangar 1", "city": "Berlin", "country": "DE",
     "latitude": 52.36, "longitude": 13.5, "altitude": 48.0, "timezone": "Europe/Berlin",
-    "iata": null, "icao": null, "created_at": "2026-05-01T12:00:00Z",
-    "updated_at": "2026-05-01T12:00:00Z", "deleted_at": null}))]
+    "iata": null, "icao": null, "attributes": {"type": "airport"},
+    "created_at": "2026-05-01T12:00:00Z", "updated_at": "2026-05-01T12:00:00Z", "deleted_at": null}))]
 pub(crate) struct Location {
     id: String,
     name: String,
@@ -58,6 +58,8 @@ pub(crate) struct Location {
     timezone: String,
     iata: Option<String>,
     icao: Option<String>,
+    /// Columns of an import that Audrey does not model, kept as given.
+    attributes: BTreeMap<String, serde_json::Value>,
     #[schema(format = DateTime)]
     created_at: String,
     #[schema(format = DateTime)]
@@ -86,6 +88,8 @@ pub(crate) struct LocationInput {
     timezone: Option<String>,
     iata: Option<String>,
     icao: Option<String>,
+    /// Extra attributes kept with the location (a JSON object).
+    attributes: Option<BTreeMap<String, serde_json::Value>>,
 }
 
 /// One metric a sensor reports, with its valid range.
@@ -371,4 +375,91 @@ pub(crate) struct Readiness {
     /// ready or not_ready.
     status: String,
     reason: Option<String>,
+}
+
+/// A location with its great-circle distance from the search centre.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"id": "hangar-1", "name": "Hangar 1", "city": "Berlin", "country": "DE",
+    "latitude": 52.36, "longitude": 13.5, "altitude": 48.0, "timezone": "Europe/Berlin",
+    "iata": null, "icao": null, "attributes": {}, "created_at": "2026-05-01T12:00:00Z",
+    "updated_at": "2026-05-01T12:00:00Z", "deleted_at": null, "distance_km": 3.2}))]
+pub(crate) struct NearLocation {
+    #[serde(flatten)]
+    location: Location,
+    distance_km: f64,
+}
+
+/// Locations within a radius, nearest first.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct NearList {
+    items: Vec<NearLocation>,
+    count: usize,
+}
+
+/// The summary of one group.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"key": "th-0001", "count": 1440, "min": 12.5, "max": 31.0, "mean": 21.7,
+    "stddev": 3.9, "percentiles": {"p50": 21.5, "p99": 30.2}}))]
+pub(crate) struct StatsGroup {
+    /// The group's sensor, location, city or country; null for readings without one.
+    key: Option<String>,
+    count: u64,
+    min: f64,
+    max: f64,
+    mean: f64,
+    /// Sample standard deviation (n − 1); null for a single value.
+    stddev: Option<f64>,
+    /// Exact percentiles by name (`p50`, `p99.9`), linear interpolation between ranks.
+    percentiles: BTreeMap<String, f64>,
+}
+
+/// Statistics per group.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"metric": "temperature", "group_by": "sensor", "groups": [{"key": "th-0001",
+    "count": 1440, "min": 12.5, "max": 31.0, "mean": 21.7, "stddev": 3.9, "percentiles": {"p50": 21.5}}]}))]
+pub(crate) struct StatsAnswer {
+    metric: String,
+    /// `sensor`, `location`, `city` or `country`.
+    group_by: String,
+    groups: Vec<StatsGroup>,
+}
+
+/// A time series of buckets; each bucket has `start` and one member per requested aggregation
+/// (null where a bucket has no value for it).
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"metric": "temperature", "bucket_ms": 3600000, "buckets": [
+    {"start": "2026-05-01T12:00:00Z", "avg": 21.7, "min": 20.1, "max": 23.0, "count": 60}]}))]
+pub(crate) struct AggregateAnswer {
+    metric: String,
+    bucket_ms: i64,
+    buckets: Vec<BTreeMap<String, serde_json::Value>>,
+}
+
+/// One rejected row of an import.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ImportRejection {
+    /// Data row number: 1 is the first row after any header.
+    row: u64,
+    /// Line in the file where the row starts.
+    line: u64,
+    /// The column's header name; empty when the whole row is at fault.
+    column: String,
+    reason: String,
+    message: String,
+}
+
+/// What an import did.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"header": false, "rows": 7698, "inserted": 7288, "updated": 0, "unchanged": 0,
+    "rejected": 410, "rejections": [{"row": 12, "line": 12, "column": "tz", "reason": "invalid_format",
+    "message": "no time zone and no whole-hour offset"}]}))]
+pub(crate) struct ImportReport {
+    /// Whether the first line was read as a header (else: the OpenFlights column order).
+    header: bool,
+    rows: u64,
+    inserted: u64,
+    updated: u64,
+    unchanged: u64,
+    rejected: u64,
+    rejections: Vec<ImportRejection>,
 }

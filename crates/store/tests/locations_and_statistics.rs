@@ -1,0 +1,298 @@
+//! The import, radius and statistics methods of the `Store` trait, written against
+//! `&dyn Store` so that every backend can run the same checks (SQLite here).
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+use audrey_model::{
+    GeoCircle, ImportKey, ImportRow, Location, LocationId, LocationInput, MetricName, Millis,
+    ReadingValues, SensorId, SensorInput, ValidReading,
+};
+use audrey_store::{
+    AggregateQuery, Aggregation, AppendBatch, GroupBy, SqliteOptions, SqliteStore, StatsQuery,
+    Store, UpsertOutcome,
+};
+
+fn sqlite(dir: &std::path::Path) -> SqliteStore {
+    // Flushes of at most 7 rows, so a few maintain() calls leave rows in both layouts.
+    let options = SqliteOptions {
+        flush_rows: 1,
+        flush_max_rows: 7,
+        ..Default::default()
+    };
+    SqliteStore::open(dir, options).unwrap()
+}
+
+fn place(id: &str, latitude: f64, longitude: f64, icao: Option<&str>, at: i64) -> Location {
+    LocationInput {
+        name: format!("Place {id}"),
+        latitude,
+        longitude,
+        icao: icao.map(str::to_string),
+        country: Some(if latitude > 50.0 { "DE" } else { "FR" }.to_string()),
+        ..Default::default()
+    }
+    .into_location(LocationId::parse(id).unwrap(), Millis(at), None)
+    .unwrap()
+}
+
+fn row(key: ImportKey, location: Location) -> ImportRow {
+    ImportRow {
+        row: 1,
+        line: 2,
+        key,
+        location,
+    }
+}
+
+fn upsert_is_keyed_by_id_or_code_and_reports_what_changed(store: &dyn Store) {
+    let by_id = |location: Location| row(ImportKey::Id(location.id.clone()), location);
+    let first = store
+        .upsert_locations(&[
+            by_id(place("a", 52.0, 13.0, None, 1)),
+            by_id(place("b", 48.0, 2.0, Some("LFPG"), 1)),
+        ])
+        .unwrap();
+    assert_eq!(first, [UpsertOutcome::Inserted, UpsertOutcome::Inserted]);
+    let same = store
+        .upsert_locations(&[by_id(place("a", 52.0, 13.0, None, 2))])
+        .unwrap();
+    assert_eq!(same, [UpsertOutcome::Unchanged]);
+    let stored = store
+        .location(&LocationId::parse("a").unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        stored.updated_at,
+        Millis(1),
+        "an unchanged row is not written"
+    );
+
+    let moved = store
+        .upsert_locations(&[by_id(place("a", 52.5, 13.0, None, 3))])
+        .unwrap();
+    assert_eq!(moved, [UpsertOutcome::Updated]);
+    let stored = store
+        .location(&LocationId::parse("a").unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (stored.latitude, stored.created_at, stored.updated_at),
+        (52.5, Millis(1), Millis(3))
+    );
+
+    // By code: "b" holds LFPG, so a row keyed by LFPG updates "b" and keeps its id.
+    let renamed = Location {
+        name: "Charles de Gaulle".into(),
+        ..place("LFPG", 48.0, 2.0, Some("LFPG"), 4)
+    };
+    let outcome = store
+        .upsert_locations(&[row(ImportKey::Icao("LFPG".into()), renamed)])
+        .unwrap();
+    assert_eq!(outcome, [UpsertOutcome::Updated]);
+    let b = store
+        .location(&LocationId::parse("b").unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(b.name, "Charles de Gaulle");
+    assert!(
+        store
+            .location(&LocationId::parse("LFPG").unwrap())
+            .unwrap()
+            .is_none()
+    );
+
+    // A soft-deleted record comes back with an import.
+    store
+        .delete_location(&LocationId::parse("a").unwrap(), Millis(5))
+        .unwrap();
+    let revived = store
+        .upsert_locations(&[by_id(place("a", 52.5, 13.0, None, 6))])
+        .unwrap();
+    assert_eq!(revived, [UpsertOutcome::Updated]);
+    let a = store
+        .location(&LocationId::parse("a").unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(a.deleted_at, None);
+}
+
+fn near_answers_nearest_first_and_skips_deleted(store: &dyn Store) {
+    for (id, latitude, longitude) in [
+        ("n-0", 0.0, 0.0),
+        ("n-1", 0.0, 0.5),
+        ("n-2", 0.0, 1.0),
+        ("n-3", 0.0, 3.0),
+        ("dateline-east", 0.0, 179.9),
+        ("dateline-west", 0.0, -179.9),
+    ] {
+        store
+            .put_location(&place(id, latitude, longitude, None, 1), true)
+            .unwrap();
+    }
+    store
+        .delete_location(&LocationId::parse("n-1").unwrap(), Millis(2))
+        .unwrap();
+    let circle = GeoCircle::new(0.0, 0.1, 150.0, ["lat", "lon", "radius_km"]).unwrap();
+    let near = store.locations_near(&circle, 10).unwrap();
+    let ids: Vec<&str> = near
+        .iter()
+        .map(|found| found.location.id.as_str())
+        .collect();
+    assert_eq!(ids, ["n-0", "n-2"]);
+    assert!((near[0].distance_km - audrey_model::distance_km(0.0, 0.1, 0.0, 0.0)).abs() < 1e-9);
+    assert_eq!(store.locations_near(&circle, 1).unwrap().len(), 1);
+    let across = GeoCircle::new(0.0, 180.0, 50.0, ["lat", "lon", "radius_km"]).unwrap();
+    let ids: Vec<String> = store
+        .locations_near(&across, 10)
+        .unwrap()
+        .into_iter()
+        .map(|found| found.location.id.to_string())
+        .collect();
+    assert_eq!(ids.len(), 2, "both sides of the antimeridian: {ids:?}");
+}
+
+fn register_sensors(store: &dyn Store) {
+    store
+        .put_location(&place("north", 55.0, 10.0, None, 1), false)
+        .unwrap();
+    store
+        .put_location(&place("south", 45.0, 2.0, None, 1), false)
+        .unwrap();
+    for (sensor, location) in [("s-north", "north"), ("s-south", "south")] {
+        let sensor = SensorInput {
+            kind: "climate".into(),
+            location_id: location.into(),
+            ..Default::default()
+        }
+        .into_sensor(SensorId::parse(sensor).unwrap(), Millis(0), None)
+        .unwrap();
+        store.put_sensor(&sensor, false).unwrap();
+    }
+}
+
+fn reading(sensor: &str, location: &str, read_at: i64, value: f64) -> ValidReading {
+    ValidReading {
+        sensor_id: SensorId::parse(sensor).unwrap(),
+        location_id: LocationId::parse(location).unwrap(),
+        read_at: Millis(read_at),
+        values: ReadingValues(vec![(MetricName::parse("t").unwrap(), value)]),
+        message_id: None,
+    }
+}
+
+/// Values 1..=10 at north, appended in reverse time order; 100 and 200 at south. `flush`
+/// runs between the two halves, so the first half can move to the indexed layout.
+fn append_readings(store: &dyn Store, flush: impl Fn()) {
+    let base = 1_700_000_000_000;
+    let mut readings: Vec<ValidReading> = (1..=10)
+        .rev()
+        .map(|value| reading("s-north", "north", base + value * 60_000, value as f64))
+        .collect();
+    readings.push(reading("s-south", "south", base, 100.0));
+    readings.push(reading("s-south", "south", base + 3_600_000, 200.0));
+    let (first, second) = readings.split_at(6);
+    for (index, part) in [first, second].into_iter().enumerate() {
+        if index == 1 {
+            flush();
+        }
+        store
+            .append(
+                AppendBatch {
+                    readings: part.to_vec(),
+                    ..Default::default()
+                },
+                Millis(base + 10_000_000),
+            )
+            .unwrap();
+    }
+}
+
+fn statistics_follow_the_documented_definitions(store: &dyn Store) {
+    let query = StatsQuery {
+        metric: MetricName::parse("t").unwrap(),
+        group_by: GroupBy::Country,
+        from: None,
+        to: None,
+        percentiles: vec![50.0, 90.0],
+    };
+    let groups = store.reading_stats(&query).unwrap();
+    let keys: Vec<Option<&str>> = groups.iter().map(|group| group.key.as_deref()).collect();
+    assert_eq!(keys, [Some("DE"), Some("FR")]);
+    let north = &groups[0].summary;
+    assert_eq!(
+        (north.count, north.min, north.max, north.mean),
+        (10, 1.0, 10.0, 5.5)
+    );
+    // Sample stddev of 1..=10 is sqrt(55/6); percentile_cont(0.5) = 5.5, (0.9) = 9.1.
+    assert!((north.stddev.unwrap() - (55.0f64 / 6.0).sqrt()).abs() < 1e-12);
+    assert_eq!(north.percentiles[0], (50.0, 5.5));
+    assert!((north.percentiles[1].1 - 9.1).abs() < 1e-12);
+    let south = &groups[1].summary;
+    assert_eq!((south.count, south.mean), (2, 150.0));
+
+    let missing = store
+        .reading_stats(&StatsQuery {
+            metric: MetricName::parse("humidity").unwrap(),
+            ..query
+        })
+        .unwrap();
+    assert!(missing.is_empty(), "no group has the metric");
+}
+
+fn buckets_are_epoch_aligned_and_ordered(store: &dyn Store) {
+    let base = 1_700_000_000_000i64;
+    let query = AggregateQuery {
+        sensor: Some(SensorId::parse("s-north").unwrap()),
+        location: None,
+        metric: MetricName::parse("t").unwrap(),
+        bucket_ms: 300_000,
+        aggregations: vec![
+            Aggregation::Count,
+            Aggregation::Min,
+            Aggregation::Percentile(50.0),
+        ],
+        from: None,
+        to: None,
+    };
+    let buckets = store.aggregate_readings(&query).unwrap();
+    let mut expected: std::collections::BTreeMap<i64, Vec<f64>> = Default::default();
+    for value in 1..=10i64 {
+        let read_at = base + value * 60_000;
+        expected
+            .entry(read_at - read_at.rem_euclid(300_000))
+            .or_default()
+            .push(value as f64);
+    }
+    assert_eq!(buckets.len(), expected.len());
+    for (bucket, (start, values)) in buckets.iter().zip(expected) {
+        assert_eq!(bucket.start, Millis(start));
+        assert_eq!(bucket.values[0], Some(values.len() as f64));
+        assert_eq!(bucket.values[1], Some(values[0]));
+    }
+}
+
+#[test]
+fn sqlite_upserts_imported_locations() {
+    let dir = tempfile::tempdir().unwrap();
+    upsert_is_keyed_by_id_or_code_and_reports_what_changed(&sqlite(dir.path()));
+}
+
+#[test]
+fn sqlite_finds_locations_near_a_point() {
+    let dir = tempfile::tempdir().unwrap();
+    near_answers_nearest_first_and_skips_deleted(&sqlite(dir.path()));
+}
+
+#[test]
+fn sqlite_statistics_cover_landed_and_flushed_readings() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite(dir.path());
+    register_sensors(&store);
+    append_readings(&store, || store.maintain().unwrap());
+    let landed = store.landed_rows();
+    assert!(
+        landed > 0 && landed < 12,
+        "{landed} rows landed: both layouts hold some"
+    );
+    statistics_follow_the_documented_definitions(&store);
+    buckets_are_epoch_aligned_and_ordered(&store);
+}
