@@ -52,6 +52,13 @@ impl AppendBatch {
     }
 }
 
+/// Why a ready store is degraded, with figures for operators (`/readyz` shows them).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Degraded {
+    pub reason: String,
+    pub details: serde_json::Map<String, serde_json::Value>,
+}
+
 /// Everything Audrey keeps. Methods block; async callers run them on blocking threads.
 pub trait Store: Send + Sync + 'static {
     /// Deduplicates and durably commits the batch in one transaction; one outcome per reading,
@@ -65,6 +72,13 @@ pub trait Store: Send + Sync + 'static {
     fn maintain(&self) -> Result<(), StoreError>;
     /// True when the store can accept writes.
     fn ready(&self) -> Result<(), StoreError>;
+    /// Set when the store accepts writes but not in its normal way (the outage spool holds
+    /// readings the database has not received yet); shown by `/readyz`.
+    fn degraded(&self) -> Option<Degraded> {
+        None
+    }
+    /// Appends the store's own Prometheus metrics (text format) to `out`.
+    fn render_metrics(&self, _out: &mut String) {}
 
     fn reading(&self, id: ReadingId) -> Result<Option<Reading>, StoreError>;
     fn readings(&self, query: &ReadingQuery) -> Result<Page<Reading>, StoreError>;
