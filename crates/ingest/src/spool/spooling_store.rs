@@ -59,6 +59,8 @@ pub struct SpoolStatus {
     pub oldest_received_at: Option<Millis>,
     /// False since the inner store last failed, until it next committed.
     pub inner_available: bool,
+    /// The last append was refused because the spool is full.
+    pub full: bool,
 }
 
 type DedupKey = (SensorId, MessageId);
@@ -74,6 +76,8 @@ struct State {
     oldest_pending: Option<Millis>,
     /// Dedup keys of spooled readings not yet in a deleted segment: key → (first id, segment).
     keys: HashMap<DedupKey, (ReadingId, u64)>,
+    /// The last append was refused for want of room (cleared by the next that fits).
+    full: bool,
     buffer: Vec<u8>,
 }
 
@@ -135,6 +139,7 @@ impl SpoolingStore {
             pending_records: 0,
             oldest_pending: None,
             keys: HashMap::new(),
+            full: false,
             buffer: Vec::new(),
         };
         // Rebuild what memory holds about the records still to replay.
@@ -249,6 +254,7 @@ impl State {
         self.pending_records = 0;
         self.oldest_pending = None;
         self.keys.clear();
+        self.full = false;
         Ok(())
     }
 
@@ -292,11 +298,13 @@ impl State {
         let needed = SegmentLog::frame_bytes(self.buffer.len());
         let used = self.log.bytes();
         if used + needed + HEADER_BYTES > max_bytes {
+            self.full = true;
             return Err(StoreError::Unavailable(format!(
                 "spool full: {used} of {max_bytes} bytes used while the database is unreachable; nothing was stored, retry later"
             )));
         }
         let (start, _) = self.log.append(&self.buffer).map_err(io_error)?;
+        self.full = false;
         self.pending_records += 1;
         self.oldest_pending.get_or_insert(received_at);
         for (key, id) in fresh_keys {
@@ -319,12 +327,14 @@ impl Shared {
                 records: state.pending_records,
                 oldest_received_at: state.oldest_pending,
                 inner_available,
+                full: state.full,
             },
             Err(_) => SpoolStatus {
                 bytes: 0,
                 records: 0,
                 oldest_received_at: None,
                 inner_available,
+                full: false,
             },
         }
     }
@@ -470,7 +480,12 @@ impl Shared {
         let readings = merged.readings.len();
         if readings > 0 || !merged.quarantine.is_empty() {
             let received_at = merged_received_at.unwrap_or_else(Millis::now);
-            self.inner.append(merged, received_at)?;
+            if let Err(error) = self.inner.append(merged, received_at) {
+                // The inner store may have committed before it failed: check before resending.
+                let mut state = self.lock()?;
+                state.uncertain_until = state.uncertain_until.max(end);
+                return Err(error);
+            }
         }
         if !self.inner_available.swap(true, Ordering::Relaxed) {
             tracing::info!("the database is back; forwarding the spool");
@@ -549,7 +564,7 @@ impl Store for SpoolingStore {
         match self.shared.inner.ready() {
             Err(StoreError::Unavailable(detail)) => {
                 let status = self.status();
-                if status.bytes + HEADER_BYTES * 2 >= self.shared.options.max_bytes {
+                if status.full {
                     Err(StoreError::Unavailable(format!(
                         "the database is unreachable and the spool is full ({} bytes): {detail}",
                         status.bytes
