@@ -31,6 +31,17 @@ pub struct ServeArgs {
     /// Most readings queued for commit before callers are told to retry [default: 200000]
     #[arg(long, env = "AUDREY_QUEUE_READINGS")]
     pub queue_readings: Option<usize>,
+    /// Outage spool: "auto" wraps a store whose database lives elsewhere (PostgreSQL), "on"
+    /// wraps any store, "off" never [default: auto]
+    #[arg(long, env = "AUDREY_SPOOL")]
+    pub spool: Option<SpoolMode>,
+    /// Directory of the outage spool [default: <data-dir>/spool]
+    #[arg(long, env = "AUDREY_SPOOL_DIR")]
+    pub spool_dir: Option<PathBuf>,
+    /// Most bytes the outage spool may take on disk; when full, ingest answers 503 and retry
+    /// [default: 1073741824]
+    #[arg(long, env = "AUDREY_SPOOL_MAX_BYTES")]
+    pub spool_max_bytes: Option<u64>,
     /// Start with a demo registry and an in-process simulator sending readings.
     #[arg(long)]
     pub demo: bool,
@@ -51,6 +62,19 @@ struct FileSettings {
     data_dir: Option<PathBuf>,
     max_body_bytes: Option<usize>,
     queue_readings: Option<usize>,
+    spool: Option<SpoolMode>,
+    spool_dir: Option<PathBuf>,
+    spool_max_bytes: Option<u64>,
+}
+
+/// When the outage spool wraps the store.
+#[derive(clap::ValueEnum, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SpoolMode {
+    #[default]
+    Auto,
+    On,
+    Off,
 }
 
 #[derive(Debug, Clone)]
@@ -62,6 +86,9 @@ pub struct ServeConfig {
     pub max_body_bytes: usize,
     pub queue_readings: usize,
     pub demo: Option<(usize, f64)>,
+    pub spool: SpoolMode,
+    pub spool_dir: PathBuf,
+    pub spool_max_bytes: u64,
 }
 
 impl ServeConfig {
@@ -82,17 +109,32 @@ impl ServeConfig {
             ),
             None => Some(SocketAddr::from(([127, 0, 0, 1], 50051))),
         };
+        let data_dir = args
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("audrey-data"));
+        let spool_max_bytes = args
+            .spool_max_bytes
+            .or(file.spool_max_bytes)
+            .unwrap_or(1 << 30);
+        anyhow::ensure!(
+            spool_max_bytes >= 1 << 20,
+            "spool_max_bytes: must be at least 1048576 (1 MiB), got {spool_max_bytes}"
+        );
         Ok(ServeConfig {
+            spool: args.spool.or(file.spool).unwrap_or_default(),
+            spool_dir: args
+                .spool_dir
+                .or(file.spool_dir)
+                .unwrap_or_else(|| data_dir.join("spool")),
+            spool_max_bytes,
             grpc_addr,
             compat_addr: args.compat_addr.or(file.compat_addr),
             http_addr: args
                 .http_addr
                 .or(file.http_addr)
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
-            data_dir: args
-                .data_dir
-                .or(file.data_dir)
-                .unwrap_or_else(|| PathBuf::from("audrey-data")),
+            data_dir,
             max_body_bytes: args
                 .max_body_bytes
                 .or(file.max_body_bytes)
