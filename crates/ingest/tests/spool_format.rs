@@ -42,10 +42,7 @@ fn write(log: &mut SegmentLog, payloads: &[Vec<u8>]) -> Vec<Written> {
         .iter()
         .map(|payload| {
             let (start, end) = log.append(payload).unwrap();
-            Written {
-                start,
-                end,
-            }
+            Written { start, end }
         })
         .collect()
 }

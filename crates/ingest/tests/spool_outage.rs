@@ -176,7 +176,10 @@ fn reading(sensor: &str, read_at: i64, message: Option<String>) -> ValidReading 
     }
 }
 
-fn append(store: &dyn Store, readings: Vec<ValidReading>) -> Result<Vec<AppendOutcome>, StoreError> {
+fn append(
+    store: &dyn Store,
+    readings: Vec<ValidReading>,
+) -> Result<Vec<AppendOutcome>, StoreError> {
     store.append(
         AppendBatch {
             readings,
@@ -257,9 +260,12 @@ fn continuous_appends_across_an_outage_are_stored_once_in_order_and_the_spool_em
                         .map(|index| {
                             let number = batch_number * 10 + index;
                             // Half carry a message id, half rely on the assigned id alone.
-                            let message =
-                                (index % 2 == 0).then(|| format!("w{writer}-{number}"));
-                            reading(&format!("dev-{writer}"), 1_700_000_000_000 + number, message)
+                            let message = (index % 2 == 0).then(|| format!("w{writer}-{number}"));
+                            reading(
+                                &format!("dev-{writer}"),
+                                1_700_000_000_000 + number,
+                                message,
+                            )
                         })
                         .collect();
                     let outcomes = append(&*spool, readings).unwrap();
@@ -277,7 +283,10 @@ fn continuous_appends_across_an_outage_are_stored_once_in_order_and_the_spool_em
     let during = spool.status();
     assert!(during.records > 0, "the outage spooled nothing: {during:?}");
     assert!(!during.inner_available);
-    assert!(spool.ready().is_ok(), "ready (degraded) while the spool has room");
+    assert!(
+        spool.ready().is_ok(),
+        "ready (degraded) while the spool has room"
+    );
     assert!(spool.degraded().is_some());
     match spool.readings(&ReadingQuery::default()) {
         Err(StoreError::Outage(message)) => {
@@ -305,9 +314,8 @@ fn a_retry_during_the_outage_is_answered_duplicate_with_the_first_id_and_stored_
     let directory = tempfile::tempdir().unwrap();
     let inner = Switchable::new(directory.path());
     let spool = SpoolingStore::open(inner.clone(), options(directory.path())).unwrap();
-    let before = accepted_ids(
-        &append(&spool, vec![reading("dev-1", 1, Some("before".into()))]).unwrap(),
-    );
+    let before =
+        accepted_ids(&append(&spool, vec![reading("dev-1", 1, Some("before".into()))]).unwrap());
     inner.set_down(true);
     let first = append(
         &spool,
@@ -358,12 +366,17 @@ fn a_full_spool_answers_unavailable_and_keeps_what_it_acknowledged() {
         }
     }
     match refused {
-        Some(StoreError::Unavailable(message)) => assert!(message.contains("spool full"), "{message}"),
+        Some(StoreError::Unavailable(message)) => {
+            assert!(message.contains("spool full"), "{message}")
+        }
         other => panic!("a full spool answered {other:?}"),
     }
     assert!(!acknowledged.is_empty());
     assert!(spool.status().bytes <= 8 * 1024);
-    assert!(spool.ready().is_err(), "not ready while full and the database is down");
+    assert!(
+        spool.ready().is_err(),
+        "not ready while full and the database is down"
+    );
     inner.set_down(false);
     wait_until_drained(&spool);
     assert_stored_once_in_order(&inner, &[acknowledged]);
@@ -423,7 +436,10 @@ fn a_replay_cut_short_after_the_database_committed_is_not_stored_twice() {
         let spool = SpoolingStore::open(inner.clone(), options(directory.path())).unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         while inner.fail_after_commit.load(Ordering::SeqCst) > 0 {
-            assert!(Instant::now() < deadline, "the replay never reached the database");
+            assert!(
+                Instant::now() < deadline,
+                "the replay never reached the database"
+            );
             std::thread::sleep(Duration::from_millis(1));
         }
         spool.stop_forwarder();
@@ -445,7 +461,11 @@ fn an_append_whose_commit_answer_was_lost_is_spooled_and_not_stored_twice() {
     let inner = Switchable::new(directory.path());
     let spool = SpoolingStore::open(inner.clone(), options(directory.path())).unwrap();
     inner.fail_after_commit.store(1, Ordering::SeqCst);
-    let outcomes = append(&spool, vec![reading("dev-1", 1, None), reading("dev-1", 2, None)]).unwrap();
+    let outcomes = append(
+        &spool,
+        vec![reading("dev-1", 1, None), reading("dev-1", 2, None)],
+    )
+    .unwrap();
     let ids = accepted_ids(&outcomes);
     assert_eq!(ids.len(), 2);
     let later = accepted_ids(&append(&spool, vec![reading("dev-1", 3, None)]).unwrap());

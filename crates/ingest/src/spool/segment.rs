@@ -194,7 +194,10 @@ impl SegmentLog {
         last.length += frame_bytes;
         last.frames += 1;
         debug_assert_eq!(
-            writer.metadata().map(|meta| meta.len()).unwrap_or(last.length),
+            writer
+                .metadata()
+                .map(|meta| meta.len())
+                .unwrap_or(last.length),
             last.length,
             "the segment file ends where the log thinks it does"
         );
@@ -395,7 +398,8 @@ fn scan_segment(path: &Path) -> io::Result<(u64, u64, u64)> {
     let mut payload = Vec::new();
     loop {
         let mut frame_header = [0u8; FRAME_HEADER_BYTES as usize];
-        if intact + FRAME_HEADER_BYTES > file_length || reader.read_exact(&mut frame_header).is_err()
+        if intact + FRAME_HEADER_BYTES > file_length
+            || reader.read_exact(&mut frame_header).is_err()
         {
             break;
         }

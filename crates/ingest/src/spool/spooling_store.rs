@@ -8,9 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use audrey_model::{
-    Location, LocationId, MessageId, Millis, Reading, ReadingId, Sensor, SensorId,
-};
+use audrey_model::{Location, LocationId, MessageId, Millis, Reading, ReadingId, Sensor, SensorId};
 use audrey_store::{
     AppendBatch, AppendOutcome, Degraded, LocationFilter, Page, QuarantineEntry, QuarantineFilter,
     ReadingQuery, SensorCounters, SensorFilter, Store, StoreError, StoredToken,
@@ -127,7 +125,9 @@ impl SpoolingStore {
                 clamp(cursor.in_flight_until.max(cursor.committed)),
             ),
             CursorState::Damaged => {
-                tracing::warn!("the spool's replay cursor is damaged; every record is checked before replay");
+                tracing::warn!(
+                    "the spool's replay cursor is damaged; every record is checked before replay"
+                );
                 (start, end)
             }
         };
@@ -691,7 +691,7 @@ impl Store for SpoolingStore {
 }
 
 fn oldest_age_seconds(status: &SpoolStatus) -> f64 {
-    status
-        .oldest_received_at
-        .map_or(0.0, |oldest| ((Millis::now().0 - oldest.0).max(0) as f64) / 1000.0)
+    status.oldest_received_at.map_or(0.0, |oldest| {
+        ((Millis::now().0 - oldest.0).max(0) as f64) / 1000.0
+    })
 }
