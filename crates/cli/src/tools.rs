@@ -122,6 +122,27 @@ enum BenchScenario {
         #[arg(long)]
         no_message_ids: bool,
     },
+    /// The outage spool's write path: HTTP batch ingest with the database up, then with it
+    /// stopped (everything spools), in one run; then the time the spool takes to empty
+    IngestOutage {
+        #[command(flatten)]
+        target: ServerTarget,
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+        #[arg(long, default_value_t = 10_000)]
+        sensors: usize,
+        /// Readings sent in each of the two runs
+        #[arg(long, default_value_t = 1_000_000)]
+        readings: u64,
+        /// Shell command that stops the database (e.g. "pg_ctl -D DIR -m fast stop")
+        #[arg(long)]
+        stop_database: String,
+        /// Shell command that starts it again
+        #[arg(long)]
+        start_database: String,
+    },
     /// Load N readings into the bench sensors (before query benchmarks)
     Preload {
         #[command(flatten)]
@@ -223,6 +244,38 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
                 server_pid: target.server_pid,
             };
             vec![audrey_loadgen::bench_http_ingest(options).await?]
+        }
+        BenchScenario::IngestOutage {
+            target,
+            clients,
+            batch,
+            sensors,
+            readings,
+            stop_database,
+            start_database,
+        } => {
+            let ingest = audrey_loadgen::IngestBenchOptions {
+                token: token_or_file(target.token, &target.data_dir)?,
+                base_url: target.url,
+                clients,
+                batch_size: batch,
+                sensors,
+                total_readings: readings,
+                with_message_ids: true,
+                server_pid: target.server_pid,
+            };
+            let result = audrey_loadgen::bench_spool_outage(audrey_loadgen::OutageBenchOptions {
+                ingest,
+                stop_database,
+                start_database,
+            })
+            .await?;
+            println!(
+                "spooled / healthy ingest rate: {:.0}%; the spool emptied {:.1} s after the database was back",
+                result.ratio() * 100.0,
+                result.drain.as_secs_f64()
+            );
+            vec![result.healthy, result.spooled]
         }
         BenchScenario::Preload {
             target,

@@ -13,6 +13,7 @@ mod query;
 mod raw_sqlite;
 mod report;
 mod server_cpu;
+mod spool_outage;
 
 use std::time::Duration;
 
@@ -33,6 +34,7 @@ pub use matrix::{
 pub use query::{QueryBenchOptions, bench_query_newest};
 pub use raw_sqlite::bench_raw_sqlite;
 pub use report::BenchReport;
+pub use spool_outage::{OutageBenchOptions, OutageBenchResult, bench_spool_outage};
 
 /// Bench sensors are spread over locations in groups of this size, like sensors in a building.
 const SENSORS_PER_LOCATION: usize = 100;
