@@ -315,3 +315,76 @@ async fn a_database_outage_under_load_loses_and_doubles_nothing_even_across_a_si
     let status = server.terminate().await;
     assert!(status.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn serve_with_the_spool_on_reports_its_figures_and_stores_through_it() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let spool_dir = data_dir.path().join("elsewhere");
+    let server = ServerProcess::start_with(
+        data_dir.path(),
+        &[
+            "--spool",
+            "on",
+            "--spool-dir",
+            spool_dir.to_str().unwrap(),
+            "--spool-max-bytes",
+            "2097152",
+        ],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    register(&client, &server).await;
+    let acked: Acked = Arc::new(Mutex::new(Vec::new()));
+    let running = Arc::new(AtomicBool::new(true));
+    let refused = Arc::new(AtomicU64::new(0));
+    let clients = start_clients(
+        &server.base_url,
+        &server.token,
+        "on",
+        &running,
+        &acked,
+        &refused,
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    running.store(false, Ordering::SeqCst);
+    for client in clients {
+        client.await.unwrap();
+    }
+    assert!(!acked.lock().unwrap().is_empty());
+    assert_eq!(metric(&client, &server, "audrey_spool_records").await, 0.0);
+    assert_eq!(
+        metric(&client, &server, "audrey_spool_database_available").await,
+        1.0
+    );
+    let (status, body) = readyz(&client, &server).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("ready")));
+    assert!(body.get("degraded").is_none(), "{body}");
+    assert!(
+        spool_dir.join("replay.cursor").exists(),
+        "the spool lives where it was told"
+    );
+    let first = acked.lock().unwrap()[0].clone();
+    let stored = client
+        .get(format!("{}/api/v1/readings/{first}", server.base_url))
+        .bearer_auth(&server.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stored.status().as_u16(), 200);
+    assert!(server.terminate().await.success());
+}
+
+#[test]
+fn a_spool_limit_below_one_mebibyte_is_refused_naming_the_setting() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_audrey"))
+        .args(["serve", "--http-addr", "127.0.0.1:0", "--grpc-addr", "off"])
+        .arg("--data-dir")
+        .arg(data_dir.path())
+        .args(["--spool-max-bytes", "1000"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("spool_max_bytes"), "{stderr}");
+}

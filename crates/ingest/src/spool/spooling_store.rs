@@ -83,6 +83,9 @@ struct Shared {
     inner: Arc<dyn Store>,
     options: SpoolOptions,
     state: Mutex<State>,
+    /// The figures of `state` as of its last change, so `/metrics` and `/readyz` never wait
+    /// behind an append that waits for the database.
+    figures: Mutex<SpoolStatus>,
     inner_available: AtomicBool,
     stop: AtomicBool,
 }
@@ -175,9 +178,11 @@ impl SpoolingStore {
         if state.pending_records == 0 {
             state.drained().map_err(io_error)?;
         }
+        let figures = Mutex::new(state.figures());
         let shared = Arc::new(Shared {
             inner,
             options,
+            figures,
             state: Mutex::new(state),
             inner_available: AtomicBool::new(true),
             stop: AtomicBool::new(false),
@@ -235,6 +240,16 @@ impl Drop for SpoolingStore {
 }
 
 impl State {
+    fn figures(&self) -> SpoolStatus {
+        SpoolStatus {
+            bytes: self.log.bytes(),
+            records: self.pending_records,
+            oldest_received_at: self.oldest_pending,
+            inner_available: true,
+            full: self.full,
+        }
+    }
+
     /// Everything was forwarded: forget the segments. The cursor moves past them first, so a
     /// crash between the two steps leaves segments the cursor already counts as committed.
     fn drained(&mut self) -> std::io::Result<()> {
@@ -321,13 +336,10 @@ impl Shared {
 
     fn status(&self) -> SpoolStatus {
         let inner_available = self.inner_available.load(Ordering::Relaxed);
-        match self.state.lock() {
-            Ok(state) => SpoolStatus {
-                bytes: state.log.bytes(),
-                records: state.pending_records,
-                oldest_received_at: state.oldest_pending,
+        match self.figures.lock() {
+            Ok(figures) => SpoolStatus {
                 inner_available,
-                full: state.full,
+                ..figures.clone()
             },
             Err(_) => SpoolStatus {
                 bytes: 0,
@@ -336,6 +348,12 @@ impl Shared {
                 inner_available,
                 full: false,
             },
+        }
+    }
+
+    fn publish(&self, state: &State) {
+        if let Ok(mut figures) = self.figures.lock() {
+            *figures = state.figures();
         }
     }
 
@@ -371,12 +389,17 @@ impl Shared {
                     if self.inner_available.swap(false, Ordering::Relaxed) {
                         tracing::warn!(%detail, "the database is unreachable; spooling readings");
                     }
-                    return state.spool(&batch, &ids, received_at, true, self.options.max_bytes);
+                    let outcomes =
+                        state.spool(&batch, &ids, received_at, true, self.options.max_bytes);
+                    self.publish(&state);
+                    return outcomes;
                 }
                 other => return other,
             }
         }
-        state.spool(&batch, &ids, received_at, false, self.options.max_bytes)
+        let outcomes = state.spool(&batch, &ids, received_at, false, self.options.max_bytes);
+        self.publish(&state);
+        outcomes
     }
 
     /// Sleeps in short steps; answers false when asked to stop meanwhile.
@@ -525,6 +548,7 @@ impl Shared {
             state.committed <= state.log.end() || state.pending_records == 0,
             "the committed position never passes the end of the log"
         );
+        self.publish(&state);
         tracing::debug!(records, readings, "forwarded spooled records");
         Ok(true)
     }
