@@ -22,6 +22,14 @@ pub struct ServeArgs {
     /// Directory holding the embedded store and the admin token [default: ./audrey-data]
     #[arg(long, env = "AUDREY_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Where readings live: postgres://user@host:port/db for PostgreSQL, otherwise the
+    /// embedded SQLite store in --data-dir [default: the data dir]
+    #[arg(long, env = "AUDREY_STORE")]
+    pub store: Option<String>,
+    /// Remove readings older than this many days (whole daily partitions on PostgreSQL)
+    /// [default: keep everything]
+    #[arg(long, env = "AUDREY_RETENTION_DAYS")]
+    pub retention_days: Option<u32>,
     /// Settings file [default: ./audrey.toml when it exists]
     #[arg(long, env = "AUDREY_CONFIG")]
     pub config: Option<PathBuf>,
@@ -49,6 +57,8 @@ struct FileSettings {
     grpc_addr: Option<String>,
     compat_addr: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
+    store: Option<String>,
+    retention_days: Option<u32>,
     max_body_bytes: Option<usize>,
     queue_readings: Option<usize>,
 }
@@ -59,6 +69,8 @@ pub struct ServeConfig {
     pub grpc_addr: Option<SocketAddr>,
     pub compat_addr: Option<SocketAddr>,
     pub data_dir: PathBuf,
+    pub store: audrey_store::StoreUrl,
+    pub retention: Option<std::time::Duration>,
     pub max_body_bytes: usize,
     pub queue_readings: usize,
     pub demo: Option<(usize, f64)>,
@@ -82,17 +94,28 @@ impl ServeConfig {
             ),
             None => Some(SocketAddr::from(([127, 0, 0, 1], 50051))),
         };
+        let data_dir = args
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("audrey-data"));
+        let store = audrey_store::StoreUrl::parse(args.store.or(file.store).as_deref(), &data_dir);
+        let retention = match args.retention_days.or(file.retention_days) {
+            Some(0) => {
+                anyhow::bail!("--retention-days must be at least 1 (omit it to keep everything)")
+            }
+            Some(days) => Some(std::time::Duration::from_secs(u64::from(days) * 86_400)),
+            None => None,
+        };
         Ok(ServeConfig {
+            store,
+            retention,
             grpc_addr,
             compat_addr: args.compat_addr.or(file.compat_addr),
             http_addr: args
                 .http_addr
                 .or(file.http_addr)
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
-            data_dir: args
-                .data_dir
-                .or(file.data_dir)
-                .unwrap_or_else(|| PathBuf::from("audrey-data")),
+            data_dir,
             max_body_bytes: args
                 .max_body_bytes
                 .or(file.max_body_bytes)

@@ -6,21 +6,17 @@ use anyhow::Context;
 
 use audrey_ingest::{IngestMetrics, IngestOptions, Pipeline};
 use audrey_server::{AppState, HttpOptions, Scope};
-use audrey_store::{SqliteOptions, SqliteStore, Store};
+use audrey_store::Store;
 
 use crate::config::ServeConfig;
 
 pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let data_dir = config.data_dir.clone();
     let store: Arc<dyn Store> = {
-        let data_dir = data_dir.clone();
-        Arc::new(
-            tokio::task::spawn_blocking(move || {
-                SqliteStore::open(&data_dir, SqliteOptions::default())
-            })
+        let url = config.store.clone();
+        tokio::task::spawn_blocking(move || audrey_store::open(&url))
             .await?
-            .with_context(|| format!("opening the store in {}", config.data_dir.display()))?,
-        )
+            .with_context(|| format!("opening the store {}", config.store.redacted()))?
     };
     let token_file = data_dir.join("admin.token");
     if let Some(secret) = audrey_server::bootstrap_admin_token(&*store, &data_dir)? {
@@ -32,6 +28,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     }
     let ingest_options = IngestOptions {
         queue_readings: config.queue_readings,
+        retention: config.retention,
         ..IngestOptions::default()
     };
     let pipeline = Pipeline::start(
@@ -51,8 +48,8 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let grpc = bind_optional(config.grpc_addr, "gRPC").await?;
     let compat = bind_optional(config.compat_addr, "compatibility").await?;
     println!(
-        "Audrey is serving HTTP on http://{address} (data in {})",
-        data_dir.display()
+        "Audrey is serving HTTP on http://{address} (store {})",
+        config.store.redacted()
     );
     if let Some(grpc) = &grpc {
         println!("Audrey is serving gRPC on http://{}", grpc.local_addr()?);

@@ -119,11 +119,28 @@ impl PostgresStore {
         schema::latest_version()
     }
 
-    fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
-        match &self.runtime {
-            Some(runtime) => runtime.block_on(future),
-            None => unreachable!("the runtime lives until drop"),
+    /// Runs `future` on the store's runtime and waits for it. A thread that belongs to
+    /// another tokio runtime (an async caller, or a `spawn_blocking` thread) may not block on
+    /// a runtime, so there the wait happens on a short-lived scoped helper thread; the
+    /// caller's thread is blocked either way, exactly as with the SQLite store. The committer
+    /// and maintenance threads take the direct path.
+    fn block_on<F>(&self, future: F) -> F::Output
+    where
+        F: std::future::Future + Send,
+        F::Output: Send,
+    {
+        let Some(runtime) = &self.runtime else {
+            unreachable!("the runtime lives until drop")
+        };
+        if tokio::runtime::Handle::try_current().is_err() {
+            return runtime.block_on(future);
         }
+        std::thread::scope(
+            |scope| match scope.spawn(|| runtime.block_on(future)).join() {
+                Ok(output) => output,
+                Err(panic) => std::panic::resume_unwind(panic),
+            },
+        )
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
