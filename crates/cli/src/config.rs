@@ -22,6 +22,14 @@ pub struct ServeArgs {
     /// Directory holding the embedded store and the admin token [default: ./audrey-data]
     #[arg(long, env = "AUDREY_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Where readings live: postgres://user@host:port/db for PostgreSQL, otherwise the
+    /// embedded SQLite store in --data-dir [default: the data dir]
+    #[arg(long, env = "AUDREY_STORE")]
+    pub store: Option<String>,
+    /// Remove readings older than this many days (whole daily partitions on PostgreSQL)
+    /// [default: keep everything]
+    #[arg(long, env = "AUDREY_RETENTION_DAYS")]
+    pub retention_days: Option<u32>,
     /// Settings file [default: ./audrey.toml when it exists]
     #[arg(long, env = "AUDREY_CONFIG")]
     pub config: Option<PathBuf>,
@@ -60,6 +68,8 @@ struct FileSettings {
     grpc_addr: Option<String>,
     compat_addr: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
+    store: Option<String>,
+    retention_days: Option<u32>,
     max_body_bytes: Option<usize>,
     queue_readings: Option<usize>,
     spool: Option<SpoolMode>,
@@ -83,6 +93,8 @@ pub struct ServeConfig {
     pub grpc_addr: Option<SocketAddr>,
     pub compat_addr: Option<SocketAddr>,
     pub data_dir: PathBuf,
+    pub store: audrey_store::StoreUrl,
+    pub retention: Option<std::time::Duration>,
     pub max_body_bytes: usize,
     pub queue_readings: usize,
     pub demo: Option<(usize, f64)>,
@@ -121,6 +133,14 @@ impl ServeConfig {
             spool_max_bytes >= 1 << 20,
             "spool_max_bytes: must be at least 1048576 (1 MiB), got {spool_max_bytes}"
         );
+        let store = audrey_store::StoreUrl::parse(args.store.or(file.store).as_deref(), &data_dir);
+        let retention = match args.retention_days.or(file.retention_days) {
+            Some(0) => {
+                anyhow::bail!("--retention-days must be at least 1 (omit it to keep everything)")
+            }
+            Some(days) => Some(std::time::Duration::from_secs(u64::from(days) * 86_400)),
+            None => None,
+        };
         Ok(ServeConfig {
             spool: args.spool.or(file.spool).unwrap_or_default(),
             spool_dir: args
@@ -128,6 +148,8 @@ impl ServeConfig {
                 .or(file.spool_dir)
                 .unwrap_or_else(|| data_dir.join("spool")),
             spool_max_bytes,
+            store,
+            retention,
             grpc_addr,
             compat_addr: args.compat_addr.or(file.compat_addr),
             http_addr: args

@@ -400,6 +400,9 @@ pub struct TokenArgs {
         env = "AUDREY_DATA_DIR"
     )]
     data_dir: PathBuf,
+    /// postgres://... to manage tokens in PostgreSQL [default: the data dir]
+    #[arg(long, global = true, env = "AUDREY_STORE")]
+    store: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -422,13 +425,19 @@ enum TokenAction {
 }
 
 pub fn token(args: TokenArgs) -> anyhow::Result<()> {
-    let store = SqliteStore::open(
-        &args.data_dir,
-        SqliteOptions {
-            reader_connections: 1,
-            ..Default::default()
-        },
-    )?;
+    let url = audrey_store::StoreUrl::parse(args.store.as_deref(), &args.data_dir);
+    let store = match &url {
+        // One reader connection is plenty for a command-line tool.
+        audrey_store::StoreUrl::Sqlite(directory) => std::sync::Arc::new(SqliteStore::open(
+            directory,
+            SqliteOptions {
+                reader_connections: 1,
+                ..Default::default()
+            },
+        )?) as std::sync::Arc<dyn Store>,
+        audrey_store::StoreUrl::Postgres(_) => audrey_store::open(&url)?,
+    };
+    let store = &*store;
     match args.action {
         TokenAction::Create {
             scope,
@@ -448,7 +457,7 @@ pub fn token(args: TokenArgs) -> anyhow::Result<()> {
                 .transpose()
                 .map_err(|error| anyhow::anyhow!("--sensor: {}", error.message))?;
             let (record, secret) =
-                audrey_server::create_token(&store, &name, &scopes, sensor.as_ref())
+                audrey_server::create_token(store, &name, &scopes, sensor.as_ref())
                     .map_err(|error| anyhow::anyhow!("{error:?}"))?;
             println!(
                 "token id {} (scopes {}):",
@@ -487,13 +496,19 @@ pub fn token(args: TokenArgs) -> anyhow::Result<()> {
 pub struct MigrateArgs {
     #[arg(long, default_value = "audrey-data", env = "AUDREY_DATA_DIR")]
     data_dir: PathBuf,
+    /// postgres://user@host:port/db, or a directory for the embedded store
+    /// [default: the data dir]
+    #[arg(long, env = "AUDREY_STORE")]
+    store: Option<String>,
 }
 
 pub fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
-    let version = SqliteStore::migrate_only(&args.data_dir)?;
+    let url = audrey_store::StoreUrl::parse(args.store.as_deref(), &args.data_dir);
+    let (version, known) =
+        audrey_store::migrate(&url).with_context(|| format!("migrating {}", url.redacted()))?;
     println!(
-        "schema version {version} (this Audrey knows {})",
-        SqliteStore::schema_version()
+        "schema version {version} (this Audrey knows {known}) in {}",
+        url.redacted()
     );
     Ok(())
 }

@@ -88,6 +88,10 @@ impl Store for Switchable {
         self.check()?;
         self.store.ready()
     }
+    fn retain(&self, older_than: Millis, max_rows: usize) -> Result<u64, StoreError> {
+        self.check()?;
+        self.store.retain(older_than, max_rows)
+    }
     fn reading(&self, id: ReadingId) -> Result<Option<Reading>, StoreError> {
         self.check()?;
         self.store.reading(id)

@@ -1,5 +1,5 @@
-//! Storage for Audrey: the [`Store`] trait every backend implements, and the embedded SQLite
-//! backend that is the default.
+//! Storage for Audrey: the [`Store`] trait every backend implements, the embedded SQLite
+//! backend that is the default, and the PostgreSQL backend; [`open`] picks one by URL.
 //!
 //! The store owns durability (a call that returns `Ok` from [`Store::append`] has committed
 //! durably), deduplication on `(sensor_id, message_id)`, and the query semantics (ordering by
@@ -7,10 +7,14 @@
 //! policy: it stores token hashes, it does not decide who may do what.
 
 mod error;
+mod open;
+mod postgres;
 mod query;
 mod sqlite;
 
 pub use error::StoreError;
+pub use open::{StoreUrl, migrate, open};
+pub use postgres::{PostgresOptions, PostgresStore};
 pub use query::{
     Cursor, LocationFilter, Order, Page, QuarantineEntry, QuarantineFilter, ReadingQuery,
     SensorCounters, SensorFilter, StoredToken,
@@ -79,6 +83,11 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Appends the store's own Prometheus metrics (text format) to `out`.
     fn render_metrics(&self, _out: &mut String) {}
+    /// Retention: removes readings with `read_at` before `older_than`, doing at most about
+    /// `max_rows` rows of work per call (PostgreSQL drops whole daily partitions that end at
+    /// or before the cutoff, then trims dedup keys; SQLite deletes row batches). Answers how
+    /// many rows it removed; the caller repeats until it answers 0.
+    fn retain(&self, older_than: Millis, max_rows: usize) -> Result<u64, StoreError>;
 
     fn reading(&self, id: ReadingId) -> Result<Option<Reading>, StoreError>;
     fn readings(&self, query: &ReadingQuery) -> Result<Page<Reading>, StoreError>;

@@ -6,5 +6,6 @@ mod auth;
 mod bad_input;
 mod helpers;
 mod ingest;
+mod postgres;
 mod queries;
 mod registry;
