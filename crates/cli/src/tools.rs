@@ -210,6 +210,36 @@ enum BenchScenario {
         #[arg(long, default_value_t = 20_000)]
         by_id_requests: u64,
     },
+    /// PostgreSQL: a raw binary COPY of N rows from one client, then the same rows through an
+    /// in-process Audrey over HTTP (batches of 1,000, durable acks), and the ratio
+    PgIngest {
+        /// postgres://... of a server where scratch databases may be created
+        #[arg(long, env = "AUDREY_STORE")]
+        store: String,
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+        #[arg(long, default_value_t = 1_000)]
+        sensors: usize,
+        /// Concurrent HTTP clients sending to Audrey
+        #[arg(long, default_value_t = 4)]
+        clients: usize,
+    },
+    /// PostgreSQL: newest 100 readings of one sensor over HTTP, with N rows preloaded by COPY
+    PgNewest {
+        #[arg(long, env = "AUDREY_STORE")]
+        store: String,
+        #[arg(long, default_value_t = 10_000_000)]
+        rows: u64,
+        #[arg(long, default_value_t = 1_000)]
+        sensors: usize,
+        /// Days the preloaded readings span (one partition each)
+        #[arg(long, default_value_t = 10)]
+        days: u32,
+        #[arg(long, default_value_t = 4)]
+        workers: usize,
+        #[arg(long, default_value_t = 5_000)]
+        requests: u64,
+    },
     /// In-process SQLite inserts of the same rows into the ack-path table: the raw limit
     RawSqlite {
         #[arg(long)]
@@ -349,6 +379,28 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             options.server_pid = target.server_pid;
             audrey_loadgen::bench_grpc_queries(options).await?
         }
+        BenchScenario::PgIngest {
+            store,
+            rows,
+            sensors,
+            clients,
+        } => {
+            let (reports, ratio) =
+                crate::pg_bench::pg_ingest(&store, rows, sensors, clients).await?;
+            println!(
+                "Audrey over HTTP reached {:.1}% of the raw COPY rate (target >= 70%)",
+                ratio * 100.0
+            );
+            reports
+        }
+        BenchScenario::PgNewest {
+            store,
+            rows,
+            sensors,
+            days,
+            workers,
+            requests,
+        } => crate::pg_bench::pg_newest(&store, rows, sensors, days, requests, workers).await?,
         BenchScenario::RawSqlite {
             dir,
             rows,

@@ -10,6 +10,7 @@ mod grpc_queries;
 mod http_ingest;
 mod matrix;
 mod query;
+mod raw_postgres;
 mod raw_sqlite;
 mod report;
 mod server_cpu;
@@ -32,6 +33,7 @@ pub use matrix::{
     parse_transports, scenario_label,
 };
 pub use query::{QueryBenchOptions, bench_query_newest};
+pub use raw_postgres::{ScratchDatabase, bench_raw_postgres_copy, preload_postgres_copy};
 pub use raw_sqlite::bench_raw_sqlite;
 pub use report::BenchReport;
 pub use spool_outage::{OutageBenchOptions, OutageBenchResult, bench_spool_outage};

@@ -27,9 +27,9 @@ mod wire;
 pub use bench::{
     BY_ID_WORKERS, BenchReport, DEFAULT_MATRIX_BATCH_SIZE, DEFAULT_MATRIX_CELLS,
     DEFAULT_MATRIX_SENSORS, GrpcQueryOptions, IngestBenchOptions, MatrixOptions,
-    OutageBenchOptions, OutageBenchResult, QueryBenchOptions, Transport,
+    OutageBenchOptions, OutageBenchResult, QueryBenchOptions, ScratchDatabase, Transport,
     UNACKNOWLEDGED_BATCHES_AT_MOST, bench_grpc_queries, bench_http_ingest, bench_matrix,
-    bench_query_newest, bench_raw_sqlite, bench_spool_outage, parse_cell, parse_cells,
-    parse_transports, preload, scenario_label,
+    bench_query_newest, bench_raw_postgres_copy, bench_raw_sqlite, bench_spool_outage, parse_cell,
+    parse_cells, parse_transports, preload, preload_postgres_copy, scenario_label,
 };
 pub use simulate::{SimulateOptions, SimulateReport, simulate};

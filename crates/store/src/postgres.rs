@@ -119,6 +119,18 @@ impl PostgresStore {
         schema::latest_version()
     }
 
+    /// Creates the daily partitions covering `[from, to)` now, for tools that bulk-load
+    /// readings around the store (benchmark preloads); appends never need it.
+    pub fn prepare_partitions(
+        &self,
+        from: audrey_model::Millis,
+        to: audrey_model::Millis,
+    ) -> Result<(), StoreError> {
+        let first = partitions::day_of(from);
+        let last = partitions::day_of(audrey_model::Millis(to.0.saturating_sub(1)));
+        self.block_on(self.ensure_days(first..=last))
+    }
+
     /// Runs `future` on the store's runtime and waits for it. A thread that belongs to
     /// another tokio runtime (an async caller, or a `spawn_blocking` thread) may not block on
     /// a runtime, so there the wait happens on a short-lived scoped helper thread; the

@@ -210,11 +210,11 @@ async fn write(
     } else if replay {
         // Ids may already be stored: stage, then insert what is new.
         transaction
-            .batch_execute(&format!(
+            .batch_execute(
                 "CREATE TEMP TABLE IF NOT EXISTS readings_staging
                     (LIKE readings INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;
-                 TRUNCATE readings_staging"
-            ))
+                 TRUNCATE readings_staging",
+            )
             .await?;
         copy_rows(
             transaction,
