@@ -32,8 +32,11 @@
 //!    committed; a segment is deleted only when every frame in it is before `committed`.
 //! 5. After a crash, frames in `[committed, in_flight_until)` — and frames flagged *uncertain*
 //!    because the inner store failed while committing them — are checked before they are sent
-//!    again: if any of their reading ids is already stored, the frame was committed and is
-//!    skipped. A damaged cursor file makes every frame uncertain.
+//!    again: a frame commits whole, so if its first reading without a message id is stored the
+//!    frame was committed and is skipped (a frame whose readings all carry message ids is probed
+//!    by its first and otherwise resent: dedup keeps its readings single, but its quarantine
+//!    entries and duplicate counts may then be recorded twice). A damaged cursor file makes
+//!    every frame uncertain.
 //! 6. Every reading carries its id from the moment it is acknowledged
 //!    ([`audrey_store::AppendBatch::assigned_ids`]), so a frame sent twice cannot create a second row for a
 //!    reading without a message id in a store that honours assigned ids; readings with a

@@ -456,7 +456,11 @@ impl Shared {
         let Some(first) = frames.first() else {
             return Ok(false);
         };
-        debug_assert_eq!(first.start, from, "replay continues where it committed");
+        // `from` may be the end of a segment whose successor holds the next frame.
+        debug_assert!(
+            first.start >= from && (first.start == from || first.start.segment > from.segment),
+            "replay continues where it committed"
+        );
         let window = self.options.replay_window.as_millis() as i64;
         let mut merged = AppendBatch {
             assigned_ids: Some(Vec::new()),
@@ -479,7 +483,7 @@ impl Shared {
             records += 1;
             end = frame.end;
             if (batch.uncertain || frame.start < uncertain_until)
-                && self.already_committed(&batch.ids)?
+                && self.already_committed(&batch)?
             {
                 tracing::info!(position = ?frame.start, "a spooled record was committed before a restart; not sending it again");
                 continue;
@@ -553,14 +557,21 @@ impl Shared {
         Ok(true)
     }
 
-    /// True when any of these ids is stored: the record they came in was committed.
-    fn already_committed(&self, ids: &[ReadingId]) -> Result<bool, StoreError> {
-        for id in ids {
-            if self.inner.reading(*id)?.is_some() {
-                return Ok(true);
-            }
+    /// Whether the inner store committed this record before. A record commits whole, so one
+    /// reading decides: the first without a message id (the store never drops it as a
+    /// duplicate, so it is stored if and only if the record was). A record whose readings all
+    /// carry message ids is probed by its first; if that one was a duplicate all along the
+    /// record is sent again, which the store's dedup makes harmless for its readings.
+    fn already_committed(&self, batch: &record::SpooledBatch) -> Result<bool, StoreError> {
+        let probe = batch
+            .readings
+            .iter()
+            .position(|reading| reading.message_id.is_none())
+            .or_else(|| (!batch.readings.is_empty()).then_some(0));
+        match probe.and_then(|index| batch.ids.get(index)) {
+            Some(id) => Ok(self.inner.reading(*id)?.is_some()),
+            None => Ok(false),
         }
-        Ok(false)
     }
 }
 
