@@ -22,6 +22,14 @@ pub struct ServeArgs {
     /// Directory holding the embedded store and the admin token [default: ./audrey-data]
     #[arg(long, env = "AUDREY_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Where readings live: postgres://user@host:port/db for PostgreSQL, otherwise the
+    /// embedded SQLite store in --data-dir [default: the data dir]
+    #[arg(long, env = "AUDREY_STORE")]
+    pub store: Option<String>,
+    /// Remove readings older than this many days (whole daily partitions on PostgreSQL)
+    /// [default: keep everything]
+    #[arg(long, env = "AUDREY_RETENTION_DAYS")]
+    pub retention_days: Option<u32>,
     /// Settings file [default: ./audrey.toml when it exists]
     #[arg(long, env = "AUDREY_CONFIG")]
     pub config: Option<PathBuf>,
@@ -34,6 +42,17 @@ pub struct ServeArgs {
     /// Seconds a staged change's confirmation link stays valid [default: 900]
     #[arg(long, env = "AUDREY_STAGED_CHANGE_TTL_SECONDS")]
     pub staged_change_ttl_seconds: Option<u64>,
+    /// Outage spool: "auto" wraps a store whose database lives elsewhere (PostgreSQL), "on"
+    /// wraps any store, "off" never [default: auto]
+    #[arg(long, env = "AUDREY_SPOOL")]
+    pub spool: Option<SpoolMode>,
+    /// Directory of the outage spool [default: <data-dir>/spool]
+    #[arg(long, env = "AUDREY_SPOOL_DIR")]
+    pub spool_dir: Option<PathBuf>,
+    /// Most bytes the outage spool may take on disk; when full, ingest answers 503 and retry
+    /// [default: 1073741824]
+    #[arg(long, env = "AUDREY_SPOOL_MAX_BYTES")]
+    pub spool_max_bytes: Option<u64>,
     /// Start with a demo registry and an in-process simulator sending readings.
     #[arg(long)]
     pub demo: bool,
@@ -52,9 +71,24 @@ struct FileSettings {
     grpc_addr: Option<String>,
     compat_addr: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
+    store: Option<String>,
+    retention_days: Option<u32>,
     max_body_bytes: Option<usize>,
     queue_readings: Option<usize>,
     staged_change_ttl_seconds: Option<u64>,
+    spool: Option<SpoolMode>,
+    spool_dir: Option<PathBuf>,
+    spool_max_bytes: Option<u64>,
+}
+
+/// When the outage spool wraps the store.
+#[derive(clap::ValueEnum, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SpoolMode {
+    #[default]
+    Auto,
+    On,
+    Off,
 }
 
 #[derive(Debug, Clone)]
@@ -63,10 +97,15 @@ pub struct ServeConfig {
     pub grpc_addr: Option<SocketAddr>,
     pub compat_addr: Option<SocketAddr>,
     pub data_dir: PathBuf,
+    pub store: audrey_store::StoreUrl,
+    pub retention: Option<std::time::Duration>,
     pub max_body_bytes: usize,
     pub queue_readings: usize,
     pub staged_change_ttl: std::time::Duration,
     pub demo: Option<(usize, f64)>,
+    pub spool: SpoolMode,
+    pub spool_dir: PathBuf,
+    pub spool_max_bytes: u64,
 }
 
 impl ServeConfig {
@@ -87,17 +126,42 @@ impl ServeConfig {
             ),
             None => Some(SocketAddr::from(([127, 0, 0, 1], 50051))),
         };
+        let data_dir = args
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("audrey-data"));
+        let spool_max_bytes = args
+            .spool_max_bytes
+            .or(file.spool_max_bytes)
+            .unwrap_or(1 << 30);
+        anyhow::ensure!(
+            spool_max_bytes >= 1 << 20,
+            "spool_max_bytes: must be at least 1048576 (1 MiB), got {spool_max_bytes}"
+        );
+        let store = audrey_store::StoreUrl::parse(args.store.or(file.store).as_deref(), &data_dir);
+        let retention = match args.retention_days.or(file.retention_days) {
+            Some(0) => {
+                anyhow::bail!("--retention-days must be at least 1 (omit it to keep everything)")
+            }
+            Some(days) => Some(std::time::Duration::from_secs(u64::from(days) * 86_400)),
+            None => None,
+        };
         Ok(ServeConfig {
+            spool: args.spool.or(file.spool).unwrap_or_default(),
+            spool_dir: args
+                .spool_dir
+                .or(file.spool_dir)
+                .unwrap_or_else(|| data_dir.join("spool")),
+            spool_max_bytes,
+            store,
+            retention,
             grpc_addr,
             compat_addr: args.compat_addr.or(file.compat_addr),
             http_addr: args
                 .http_addr
                 .or(file.http_addr)
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
-            data_dir: args
-                .data_dir
-                .or(file.data_dir)
-                .unwrap_or_else(|| PathBuf::from("audrey-data")),
+            data_dir,
             max_body_bytes: args
                 .max_body_bytes
                 .or(file.max_body_bytes)

@@ -3,6 +3,7 @@
 #![allow(clippy::print_stdout)]
 
 mod config;
+mod pg_bench;
 mod serve;
 mod tools;
 

@@ -4,24 +4,24 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
+use audrey_ingest::spool::{SpoolOptions, SpoolingStore};
 use audrey_ingest::{IngestMetrics, IngestOptions, Pipeline};
 use audrey_server::{AppState, HttpOptions, Scope};
-use audrey_store::{SqliteOptions, SqliteStore, Store};
+use audrey_store::Store;
 
-use crate::config::ServeConfig;
+use crate::config::{ServeConfig, SpoolMode};
 
 pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let data_dir = config.data_dir.clone();
     let store: Arc<dyn Store> = {
-        let data_dir = data_dir.clone();
-        Arc::new(
-            tokio::task::spawn_blocking(move || {
-                SqliteStore::open(&data_dir, SqliteOptions::default())
-            })
+        let url = config.store.clone();
+        tokio::task::spawn_blocking(move || audrey_store::open(&url))
             .await?
-            .with_context(|| format!("opening the store in {}", config.data_dir.display()))?,
-        )
+            .with_context(|| format!("opening the store {}", config.store.redacted()))?
     };
+    // The embedded store is local: an outage of its disk is an outage of the spool's too.
+    let database_is_remote = matches!(config.store, audrey_store::StoreUrl::Postgres(_));
+    let store = with_outage_spool(store, &config, database_is_remote).await?;
     let token_file = data_dir.join("admin.token");
     if let Some(secret) = audrey_server::bootstrap_admin_token(&*store, &data_dir)? {
         println!(
@@ -32,6 +32,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     }
     let ingest_options = IngestOptions {
         queue_readings: config.queue_readings,
+        retention: config.retention,
         ..IngestOptions::default()
     };
     let pipeline = Pipeline::start(
@@ -52,8 +53,8 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let grpc = bind_optional(config.grpc_addr, "gRPC").await?;
     let compat = bind_optional(config.compat_addr, "compatibility").await?;
     println!(
-        "Audrey is serving HTTP on http://{address} (data in {})",
-        data_dir.display()
+        "Audrey is serving HTTP on http://{address} (store {})",
+        config.store.redacted()
     );
     if let Some(grpc) = &grpc {
         println!("Audrey is serving gRPC on http://{}", grpc.local_addr()?);
@@ -96,6 +97,33 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     }
     tracing::info!("stopped; every acknowledged reading is committed");
     Ok(())
+}
+
+/// Wraps the store in the outage spool when `--spool` asks for it (`auto`: only a store whose
+/// database lives elsewhere).
+async fn with_outage_spool(
+    store: Arc<dyn Store>,
+    config: &ServeConfig,
+    database_is_remote: bool,
+) -> anyhow::Result<Arc<dyn Store>> {
+    let wanted = match config.spool {
+        SpoolMode::On => true,
+        SpoolMode::Off => false,
+        SpoolMode::Auto => database_is_remote,
+    };
+    if !wanted {
+        return Ok(store);
+    }
+    let options = SpoolOptions {
+        max_bytes: config.spool_max_bytes,
+        ..SpoolOptions::new(&config.spool_dir)
+    };
+    let directory = config.spool_dir.clone();
+    let spooling = tokio::task::spawn_blocking(move || SpoolingStore::open(store, options))
+        .await?
+        .with_context(|| format!("opening the outage spool in {}", directory.display()))?;
+    tracing::info!(directory = %config.spool_dir.display(), max_bytes = config.spool_max_bytes, "outage spool ready");
+    Ok(Arc::new(spooling))
 }
 
 async fn run_demo(

@@ -195,6 +195,27 @@ enum BenchScenario {
         #[arg(long)]
         no_message_ids: bool,
     },
+    /// The outage spool's write path: HTTP batch ingest with the database up, then with it
+    /// stopped (everything spools), in one run; then the time the spool takes to empty
+    IngestOutage {
+        #[command(flatten)]
+        target: ServerTarget,
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+        #[arg(long, default_value_t = 10_000)]
+        sensors: usize,
+        /// Readings sent in each of the two runs
+        #[arg(long, default_value_t = 1_000_000)]
+        readings: u64,
+        /// Shell command that stops the database (e.g. "pg_ctl -D DIR -m fast stop")
+        #[arg(long)]
+        stop_database: String,
+        /// Shell command that starts it again
+        #[arg(long)]
+        start_database: String,
+    },
     /// Load N readings into the bench sensors (before query benchmarks)
     Preload {
         #[command(flatten)]
@@ -282,6 +303,36 @@ enum BenchScenario {
         #[arg(long, default_value_t = 5)]
         requests: u64,
     },
+    /// PostgreSQL: a raw binary COPY of N rows from one client, then the same rows through an
+    /// in-process Audrey over HTTP (batches of 1,000, durable acks), and the ratio
+    PgIngest {
+        /// postgres://... of a server where scratch databases may be created
+        #[arg(long, env = "AUDREY_STORE")]
+        store: String,
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+        #[arg(long, default_value_t = 1_000)]
+        sensors: usize,
+        /// Concurrent HTTP clients sending to Audrey
+        #[arg(long, default_value_t = 4)]
+        clients: usize,
+    },
+    /// PostgreSQL: newest 100 readings of one sensor over HTTP, with N rows preloaded by COPY
+    PgNewest {
+        #[arg(long, env = "AUDREY_STORE")]
+        store: String,
+        #[arg(long, default_value_t = 10_000_000)]
+        rows: u64,
+        #[arg(long, default_value_t = 1_000)]
+        sensors: usize,
+        /// Days the preloaded readings span (one partition each)
+        #[arg(long, default_value_t = 10)]
+        days: u32,
+        #[arg(long, default_value_t = 4)]
+        workers: usize,
+        #[arg(long, default_value_t = 5_000)]
+        requests: u64,
+    },
     /// In-process SQLite inserts of the same rows into the ack-path table: the raw limit
     RawSqlite {
         #[arg(long)]
@@ -316,6 +367,38 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
                 server_pid: target.server_pid,
             };
             vec![audrey_loadgen::bench_http_ingest(options).await?]
+        }
+        BenchScenario::IngestOutage {
+            target,
+            clients,
+            batch,
+            sensors,
+            readings,
+            stop_database,
+            start_database,
+        } => {
+            let ingest = audrey_loadgen::IngestBenchOptions {
+                token: token_or_file(target.token, &target.data_dir)?,
+                base_url: target.url,
+                clients,
+                batch_size: batch,
+                sensors,
+                total_readings: readings,
+                with_message_ids: true,
+                server_pid: target.server_pid,
+            };
+            let result = audrey_loadgen::bench_spool_outage(audrey_loadgen::OutageBenchOptions {
+                ingest,
+                stop_database,
+                start_database,
+            })
+            .await?;
+            println!(
+                "spooled / healthy ingest rate: {:.0}%; the spool emptied {:.1} s after the database was back",
+                result.ratio() * 100.0,
+                result.drain.as_secs_f64()
+            );
+            vec![result.healthy, result.spooled]
         }
         BenchScenario::Preload {
             target,
@@ -401,6 +484,28 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             let token = token_or_file(target.token, &target.data_dir)?;
             audrey_loadgen::bench_analytics(&target.url, &token, sensors, requests).await?
         }
+        BenchScenario::PgIngest {
+            store,
+            rows,
+            sensors,
+            clients,
+        } => {
+            let (reports, ratio) =
+                crate::pg_bench::pg_ingest(&store, rows, sensors, clients).await?;
+            println!(
+                "Audrey over HTTP reached {:.1}% of the raw COPY rate (target >= 70%)",
+                ratio * 100.0
+            );
+            reports
+        }
+        BenchScenario::PgNewest {
+            store,
+            rows,
+            sensors,
+            days,
+            workers,
+            requests,
+        } => crate::pg_bench::pg_newest(&store, rows, sensors, days, requests, workers).await?,
         BenchScenario::RawSqlite {
             dir,
             rows,
@@ -452,6 +557,9 @@ pub struct TokenArgs {
         env = "AUDREY_DATA_DIR"
     )]
     data_dir: PathBuf,
+    /// postgres://... to manage tokens in PostgreSQL [default: the data dir]
+    #[arg(long, global = true, env = "AUDREY_STORE")]
+    store: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -474,13 +582,19 @@ enum TokenAction {
 }
 
 pub fn token(args: TokenArgs) -> anyhow::Result<()> {
-    let store = SqliteStore::open(
-        &args.data_dir,
-        SqliteOptions {
-            reader_connections: 1,
-            ..Default::default()
-        },
-    )?;
+    let url = audrey_store::StoreUrl::parse(args.store.as_deref(), &args.data_dir);
+    let store = match &url {
+        // One reader connection is plenty for a command-line tool.
+        audrey_store::StoreUrl::Sqlite(directory) => std::sync::Arc::new(SqliteStore::open(
+            directory,
+            SqliteOptions {
+                reader_connections: 1,
+                ..Default::default()
+            },
+        )?) as std::sync::Arc<dyn Store>,
+        audrey_store::StoreUrl::Postgres(_) => audrey_store::open(&url)?,
+    };
+    let store = &*store;
     match args.action {
         TokenAction::Create {
             scope,
@@ -500,7 +614,7 @@ pub fn token(args: TokenArgs) -> anyhow::Result<()> {
                 .transpose()
                 .map_err(|error| anyhow::anyhow!("--sensor: {}", error.message))?;
             let (record, secret) =
-                audrey_server::create_token(&store, &name, &scopes, sensor.as_ref())
+                audrey_server::create_token(store, &name, &scopes, sensor.as_ref())
                     .map_err(|error| anyhow::anyhow!("{error:?}"))?;
             println!(
                 "token id {} (scopes {}):",
@@ -539,13 +653,19 @@ pub fn token(args: TokenArgs) -> anyhow::Result<()> {
 pub struct MigrateArgs {
     #[arg(long, default_value = "audrey-data", env = "AUDREY_DATA_DIR")]
     data_dir: PathBuf,
+    /// postgres://user@host:port/db, or a directory for the embedded store
+    /// [default: the data dir]
+    #[arg(long, env = "AUDREY_STORE")]
+    store: Option<String>,
 }
 
 pub fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
-    let version = SqliteStore::migrate_only(&args.data_dir)?;
+    let url = audrey_store::StoreUrl::parse(args.store.as_deref(), &args.data_dir);
+    let (version, known) =
+        audrey_store::migrate(&url).with_context(|| format!("migrating {}", url.redacted()))?;
     println!(
-        "schema version {version} (this Audrey knows {})",
-        SqliteStore::schema_version()
+        "schema version {version} (this Audrey knows {known}) in {}",
+        url.redacted()
     );
     Ok(())
 }

@@ -112,6 +112,57 @@ fn migrate_reports_the_schema_version() {
     );
 }
 
+async fn admin(url: &str, statement: &str) {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let driver = tokio::spawn(connection);
+    client.batch_execute(statement).await.unwrap();
+    drop(client);
+    let _ = driver.await;
+}
+
+#[tokio::test]
+async fn migrate_applies_the_postgresql_schema_once_and_reports_its_version() {
+    let Ok(admin_url) = std::env::var("AUDREY_TEST_POSTGRES_URL") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI needs AUDREY_TEST_POSTGRES_URL"
+        );
+        eprintln!("skipping PostgreSQL migrate test: AUDREY_TEST_POSTGRES_URL not set");
+        return;
+    };
+    let database = format!("audrey_cli_{}", std::process::id());
+    admin(
+        &admin_url,
+        &format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"),
+    )
+    .await;
+    admin(&admin_url, &format!("CREATE DATABASE {database}")).await;
+    let base = admin_url.rsplit_once('/').unwrap().0;
+    let url = format!("{base}/{database}");
+    for _ in 0..2 {
+        let output = audrey(&["migrate", "--store", &url]);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(text(&output).starts_with("schema version 1 (this Audrey knows 1) in postgres://"));
+    }
+    let bad = audrey(&[
+        "migrate",
+        "--store",
+        &format!("{base}/no_such_database_here"),
+    ]);
+    assert!(!bad.status.success(), "a missing database is an error");
+    admin(
+        &admin_url,
+        &format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"),
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn settings_come_from_audrey_toml_and_the_environment_overrides_them() {
     let dir = tempfile::tempdir().unwrap();

@@ -5,9 +5,11 @@
 //! thread takes everything that queued up while the previous commit ran and commits it as one
 //! transaction, so throughput rises with concurrency while each acknowledgement stays durable.
 //! The queue is bounded in readings; a caller that cannot get room within a bound is told to
-//! retry. This crate must never parse transport formats or talk SQL.
+//! retry. The outage spool ([`spool::SpoolingStore`]) keeps acknowledging while the database
+//! behind the store is unreachable. This crate must never parse transport formats or talk SQL.
 
 mod pipeline;
+pub mod spool;
 mod telemetry;
 
 pub use pipeline::{IncomingItem, IngestError, IngestOptions, ItemOutcome, Payload, Pipeline};

@@ -23,6 +23,8 @@ pub struct IngestOptions {
     pub enqueue_timeout: Duration,
     /// How often background store maintenance (flush, trimming) runs.
     pub maintenance_interval: Duration,
+    /// Readings older than this are removed by the maintenance thread; `None` keeps all.
+    pub retention: Option<Duration>,
 }
 
 impl Default for IngestOptions {
@@ -32,7 +34,33 @@ impl Default for IngestOptions {
             queue_readings: 200_000,
             enqueue_timeout: Duration::from_secs(2),
             maintenance_interval: Duration::from_millis(100),
+            retention: None,
         }
+    }
+}
+
+/// How often the maintenance thread applies retention.
+const RETENTION_INTERVAL: Duration = Duration::from_secs(60);
+/// Rows one retention step removes: small enough that no step holds the store for long.
+const RETENTION_BATCH_ROWS: usize = 10_000;
+
+/// Removes readings older than `keep`, one bounded step at a time, until nothing is left or
+/// the pipeline stops.
+fn apply_retention(store: &dyn Store, keep: Duration, stop: &std::sync::atomic::AtomicBool) {
+    let cutoff = Millis(Millis::now().0.saturating_sub(keep.as_millis() as i64));
+    let mut removed = 0u64;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        match store.retain(cutoff, RETENTION_BATCH_ROWS) {
+            Ok(0) => break,
+            Ok(rows) => removed += rows,
+            Err(error) => {
+                tracing::error!(%error, "retention failed; will retry");
+                break;
+            }
+        }
+    }
+    if removed > 0 {
+        tracing::info!(rows = removed, cutoff = %cutoff, "retention removed old readings");
     }
 }
 
@@ -153,12 +181,20 @@ impl Pipeline {
             let store = store.clone();
             let stop = stop.clone();
             let interval = options.maintenance_interval;
+            let retention = options.retention;
             std::thread::Builder::new()
                 .name("audrey-maintenance".into())
                 .spawn(move || {
+                    let mut last_retention: Option<Instant> = None;
                     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                         if let Err(error) = store.maintain() {
                             tracing::error!(%error, "store maintenance failed; will retry");
+                        }
+                        if let Some(keep) = retention
+                            && last_retention.is_none_or(|at| at.elapsed() >= RETENTION_INTERVAL)
+                        {
+                            last_retention = Some(Instant::now());
+                            apply_retention(&*store, keep, &stop);
                         }
                         std::thread::sleep(interval);
                     }

@@ -54,6 +54,9 @@ impl Store for GatedStore {
     fn ready(&self) -> Result<(), StoreError> {
         self.inner.ready()
     }
+    fn retain(&self, older_than: Millis, max_rows: usize) -> Result<u64, StoreError> {
+        self.inner.retain(older_than, max_rows)
+    }
     fn reading(&self, id: ReadingId) -> Result<Option<Reading>, StoreError> {
         self.inner.reading(id)
     }

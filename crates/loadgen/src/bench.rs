@@ -11,9 +11,11 @@ mod grpc_queries;
 mod http_ingest;
 mod matrix;
 mod query;
+mod raw_postgres;
 mod raw_sqlite;
 mod report;
 mod server_cpu;
+mod spool_outage;
 
 use std::time::Duration;
 
@@ -33,8 +35,10 @@ pub use matrix::{
     parse_transports, scenario_label,
 };
 pub use query::{QueryBenchOptions, bench_query_newest};
+pub use raw_postgres::{ScratchDatabase, bench_raw_postgres_copy, preload_postgres_copy};
 pub use raw_sqlite::bench_raw_sqlite;
 pub use report::BenchReport;
+pub use spool_outage::{OutageBenchOptions, OutageBenchResult, bench_spool_outage};
 
 /// Bench sensors are spread over locations in groups of this size, like sensors in a building.
 const SENSORS_PER_LOCATION: usize = 100;

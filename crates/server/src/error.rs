@@ -93,6 +93,10 @@ impl From<StoreError> for ApiError {
                     ..ApiError::new(code, "storage is unavailable; retry later")
                 }
             }
+            StoreError::Outage(message) => ApiError {
+                retry_after_seconds: Some(5),
+                ..ApiError::new(code, message)
+            },
             StoreError::Internal(detail) => {
                 // Internal details go to the log, never to the client.
                 tracing::error!(%detail, "store failure");

@@ -10,6 +10,10 @@ pub enum StoreError {
     Invalid(Vec<FieldError>),
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The database behind the store is unreachable and writes are being spooled; the text
+    /// is written for clients (it names no paths or hosts) and is shown to them as it is.
+    #[error("{0}")]
+    Outage(String),
     #[error("store failure: {0}")]
     Internal(String),
 }
@@ -20,7 +24,7 @@ impl StoreError {
             StoreError::NotFound(_) => ErrorCode::NotFound,
             StoreError::Conflict(_) => ErrorCode::Conflict,
             StoreError::Invalid(_) => ErrorCode::Invalid,
-            StoreError::Unavailable(_) => ErrorCode::Unavailable,
+            StoreError::Unavailable(_) | StoreError::Outage(_) => ErrorCode::Unavailable,
             StoreError::Internal(_) => ErrorCode::Internal,
         }
     }

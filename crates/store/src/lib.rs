@@ -1,5 +1,5 @@
-//! Storage for Audrey: the [`Store`] trait every backend implements, and the embedded SQLite
-//! backend that is the default.
+//! Storage for Audrey: the [`Store`] trait every backend implements, the embedded SQLite
+//! backend that is the default, and the PostgreSQL backend; [`open`] picks one by URL.
 //!
 //! The store owns durability (a call that returns `Ok` from [`Store::append`] has committed
 //! durably), deduplication on `(sensor_id, message_id)`, and the query semantics (ordering by
@@ -8,6 +8,8 @@
 
 mod analysis;
 mod error;
+mod open;
+mod postgres;
 mod query;
 mod sqlite;
 
@@ -16,6 +18,8 @@ pub use analysis::{
     UpsertOutcome, parse_bucket,
 };
 pub use error::StoreError;
+pub use open::{StoreUrl, migrate, open};
+pub use postgres::{PostgresOptions, PostgresStore};
 pub use query::{
     Cursor, LocationFilter, Order, Page, QuarantineEntry, QuarantineFilter, ReadingQuery,
     SensorCounters, SensorFilter, StagedChange, StagedStatus, StoredToken,
@@ -58,6 +62,13 @@ impl AppendBatch {
     }
 }
 
+/// Why a ready store is degraded, with figures for operators (`/readyz` shows them).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Degraded {
+    pub reason: String,
+    pub details: serde_json::Map<String, serde_json::Value>,
+}
+
 /// Everything Audrey keeps. Methods block; async callers run them on blocking threads.
 pub trait Store: Send + Sync + 'static {
     /// Deduplicates and durably commits the batch in one transaction; one outcome per reading,
@@ -71,6 +82,18 @@ pub trait Store: Send + Sync + 'static {
     fn maintain(&self) -> Result<(), StoreError>;
     /// True when the store can accept writes.
     fn ready(&self) -> Result<(), StoreError>;
+    /// Set when the store accepts writes but not in its normal way (the outage spool holds
+    /// readings the database has not received yet); shown by `/readyz`.
+    fn degraded(&self) -> Option<Degraded> {
+        None
+    }
+    /// Appends the store's own Prometheus metrics (text format) to `out`.
+    fn render_metrics(&self, _out: &mut String) {}
+    /// Retention: removes readings with `read_at` before `older_than`, doing at most about
+    /// `max_rows` rows of work per call (PostgreSQL drops whole daily partitions that end at
+    /// or before the cutoff, then trims dedup keys; SQLite deletes row batches). Answers how
+    /// many rows it removed; the caller repeats until it answers 0.
+    fn retain(&self, older_than: Millis, max_rows: usize) -> Result<u64, StoreError>;
 
     fn reading(&self, id: ReadingId) -> Result<Option<Reading>, StoreError>;
     fn readings(&self, query: &ReadingQuery) -> Result<Page<Reading>, StoreError>;

@@ -240,6 +240,10 @@ impl crate::Store for SqliteStore {
         Ok(())
     }
 
+    fn retain(&self, older_than: audrey_model::Millis, max_rows: usize) -> Result<u64, StoreError> {
+        self.delete_read_before(older_than, max_rows)
+    }
+
     fn reading(
         &self,
         id: audrey_model::ReadingId,

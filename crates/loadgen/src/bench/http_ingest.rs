@@ -54,9 +54,26 @@ pub struct IngestBenchOptions {
 
 /// Registers the bench fleet, encodes every body, then times sending them.
 pub async fn bench_http_ingest(options: IngestBenchOptions) -> anyhow::Result<BenchReport> {
+    let scenario = if options.with_message_ids {
+        "http-ingest (message ids)"
+    } else {
+        "http-ingest"
+    };
+    timed_http_ingest(options, true, scenario).await
+}
+
+/// The timed part of [`bench_http_ingest`]; `register` false when the fleet is registered
+/// already (and the registry may be unreachable, as during a database outage).
+pub(crate) async fn timed_http_ingest(
+    options: IngestBenchOptions,
+    register: bool,
+    scenario: &str,
+) -> anyhow::Result<BenchReport> {
     check(&options, options.total_readings)?;
     let client = ApiClient::new(&options.base_url, &options.token, options.clients)?;
-    register_bench_fleet(&client, options.sensors).await?;
+    if register {
+        register_bench_fleet(&client, options.sensors).await?;
+    }
 
     let plan = Arc::new(IngestPlan::new(
         &options,
@@ -96,11 +113,6 @@ pub async fn bench_http_ingest(options: IngestBenchOptions) -> anyhow::Result<Be
     let tally = join_tallies(workers).await?;
     let elapsed = started.elapsed();
     let cpu_after = optional_cpu_seconds(options.server_pid).ok().flatten();
-    let scenario = if options.with_message_ids {
-        "http-ingest (message ids)"
-    } else {
-        "http-ingest"
-    };
     Ok(tally.into_report(scenario, clients, elapsed, cpu_used(cpu_before, cpu_after)))
 }
 

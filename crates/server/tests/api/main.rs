@@ -9,6 +9,7 @@ mod geo;
 mod helpers;
 mod import;
 mod ingest;
+mod postgres;
 mod queries;
 mod registry;
 mod rest;

@@ -56,8 +56,21 @@ impl SqliteStore {
             let assigned: Vec<ReadingId> = (0..batch.readings.len())
                 .map(|index| batch.id_for(index))
                 .collect();
+            let replay = batch.assigned_ids.is_some();
+            let mut ids_in_batch: std::collections::HashSet<ReadingId> = Default::default();
             for (reading, id) in batch.readings.into_iter().zip(assigned) {
                 let counter = counters.entry(reading.sensor_id.clone()).or_default();
+                // A replayed id that is already stored (with or without a message id) is the
+                // same reading again, never a second copy.
+                if replay
+                    && (!ids_in_batch.insert(id)
+                        || memtable.contains(id)
+                        || self.flushed_id_exists(id)?)
+                {
+                    counter.duplicate += 1;
+                    outcomes.push(AppendOutcome::Duplicate(id));
+                    continue;
+                }
                 if let Some(message) = &reading.message_id {
                     let key = (reading.sensor_id.clone(), message.clone());
                     let earlier = match in_batch.get(&key).copied() {
@@ -172,6 +185,42 @@ impl SqliteStore {
         Ok(found
             .and_then(|bytes| uuid::Uuid::from_slice(&bytes).ok())
             .map(ReadingId))
+    }
+
+    fn flushed_id_exists(&self, id: ReadingId) -> Result<bool, StoreError> {
+        let reader = self.reader()?;
+        let mut lookup = reader.prepare_cached("SELECT 1 FROM readings WHERE id = ?1")?;
+        Ok(lookup
+            .query_row([id.as_bytes()], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
+    /// Retention: flushes landed rows older than the cutoff (so one delete reaches both
+    /// layouts), then deletes at most `max_rows` of the oldest readings before it.
+    pub(super) fn delete_read_before(
+        &self,
+        older_than: Millis,
+        max_rows: usize,
+    ) -> Result<u64, StoreError> {
+        let landed_old = self
+            .memtable
+            .read()
+            .map_err(poisoned)?
+            .has_read_before(older_than);
+        if landed_old {
+            self.flush_all()?;
+        }
+        let writer = self.writer()?;
+        let removed = writer.execute(
+            "DELETE FROM readings WHERE seq IN (
+                SELECT seq FROM readings WHERE read_at < ?1 ORDER BY read_at LIMIT ?2)",
+            params![older_than.0, max_rows.max(1) as i64],
+        )?;
+        if removed > 0 {
+            tracing::info!(rows = removed, "retention deleted old readings");
+        }
+        Ok(removed as u64)
     }
 
     /// Moves up to `max_rows` of the oldest landed rows into the indexed table. The rows come

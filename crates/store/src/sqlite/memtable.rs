@@ -97,6 +97,15 @@ impl Memtable {
             .copied()
     }
 
+    pub fn contains(&self, id: ReadingId) -> bool {
+        self.by_id.contains_key(&id)
+    }
+
+    /// True when some landed reading was read before `at` (retention must reach it).
+    pub fn has_read_before(&self, at: Millis) -> bool {
+        self.rows.iter().any(|(_, reading)| reading.read_at < at)
+    }
+
     pub fn get(&self, id: ReadingId) -> Option<Reading> {
         self.by_id.get(&id).map(|reading| (**reading).clone())
     }

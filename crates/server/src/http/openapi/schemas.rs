@@ -375,6 +375,10 @@ pub(crate) struct Readiness {
     /// ready or not_ready.
     status: String,
     reason: Option<String>,
+    /// Present while ready but degraded: why (a database outage with readings spooled).
+    degraded: Option<String>,
+    /// The spool's figures while degraded: bytes, records, oldest record's age.
+    details: Option<BTreeMap<String, serde_json::Value>>,
 }
 
 /// A location with its great-circle distance from the search centre.

@@ -1,0 +1,405 @@
+//! The acknowledgement path of the PostgreSQL store: dedup, binary COPY, quarantine and
+//! counters in one transaction.
+//!
+//! Order inside the transaction: the batch's dedup keys are inserted into `reading_keys`
+//! first (`ON CONFLICT DO NOTHING RETURNING`), which both detects keys stored earlier and
+//! locks fresh ones against a concurrent writer; then the surviving readings are copied.
+
+use std::collections::{HashMap, HashSet};
+
+use futures_util::pin_mut;
+use tokio_postgres::Transaction;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::{ToSql, Type};
+use uuid::Uuid;
+
+use audrey_model::{MessageId, Millis, ReadingId, SensorId, ValidReading};
+
+use super::errors::from_pg;
+use super::partitions::day_of;
+use super::{PostgresStore, poisoned};
+use crate::{AppendBatch, AppendOutcome, QuarantineEntry, StoreError};
+
+const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
+const READING_COLUMNS: &str = "id, sensor_id, location_id, read_at, received_at, message_id, vals";
+const COPY_TYPES: [Type; 7] = [
+    Type::UUID,
+    Type::TEXT,
+    Type::TEXT,
+    Type::INT8,
+    Type::INT8,
+    Type::TEXT,
+    Type::TEXT,
+];
+
+/// What became of one reading of the batch.
+#[derive(Clone, Copy)]
+enum Slot {
+    /// Index into the candidates still to write.
+    Candidate(usize),
+    /// Repeats the dedup key of this earlier candidate of the same batch.
+    DuplicateOf(usize),
+}
+
+#[derive(Default)]
+struct CounterDelta {
+    accepted: i64,
+    duplicate: i64,
+    rejected: i64,
+}
+
+impl PostgresStore {
+    pub(super) fn append_batch(
+        &self,
+        batch: AppendBatch,
+        received_at: Millis,
+    ) -> Result<Vec<AppendOutcome>, StoreError> {
+        if let Some(ids) = &batch.assigned_ids
+            && ids.len() != batch.readings.len()
+        {
+            return Err(StoreError::Internal(format!(
+                "{} assigned ids for {} readings",
+                ids.len(),
+                batch.readings.len()
+            )));
+        }
+        let replay = batch.assigned_ids.is_some();
+        let ids: Vec<ReadingId> = (0..batch.readings.len())
+            .map(|index| batch.id_for(index))
+            .collect();
+        let mut slots = Vec::with_capacity(ids.len());
+        let mut candidates: Vec<(ReadingId, ValidReading)> = Vec::with_capacity(ids.len());
+        let mut in_batch: HashMap<(SensorId, MessageId), usize> = HashMap::new();
+        for (reading, id) in batch.readings.into_iter().zip(ids) {
+            if let Some(message) = &reading.message_id {
+                let key = (reading.sensor_id.clone(), message.clone());
+                if let Some(earlier) = in_batch.get(&key) {
+                    slots.push(Slot::DuplicateOf(*earlier));
+                    continue;
+                }
+                in_batch.insert(key, candidates.len());
+            }
+            slots.push(Slot::Candidate(candidates.len()));
+            candidates.push((id, reading));
+        }
+        let days: Vec<i64> = candidates
+            .iter()
+            .map(|(_, reading)| day_of(reading.read_at))
+            .collect();
+        let quarantine = &batch.quarantine;
+        self.block_on(async {
+            self.ensure_days(days.iter().copied()).await?;
+            let mut client = self.client().await?;
+            for attempt in 0.. {
+                let transaction = client.transaction().await.map_err(from_pg)?;
+                match write(
+                    &transaction,
+                    &candidates,
+                    &slots,
+                    quarantine,
+                    replay,
+                    received_at,
+                    self,
+                )
+                .await
+                {
+                    Ok(outcomes) => {
+                        transaction.commit().await.map_err(from_pg)?;
+                        return Ok(outcomes);
+                    }
+                    // A partition vanished under the cache (dropped by another process):
+                    // learn the truth and try once more.
+                    Err(error)
+                        if attempt == 0 && error.code() == Some(&SqlState::CHECK_VIOLATION) =>
+                    {
+                        drop(transaction);
+                        self.partitions.write().map_err(poisoned)?.clear();
+                        self.ensure_days(days.iter().copied()).await?;
+                    }
+                    Err(error) => return Err(from_pg(error)),
+                }
+            }
+            unreachable!("the loop returns")
+        })
+    }
+}
+
+async fn write(
+    transaction: &Transaction<'_>,
+    candidates: &[(ReadingId, ValidReading)],
+    slots: &[Slot],
+    quarantine: &[QuarantineEntry],
+    replay: bool,
+    received_at: Millis,
+    store: &PostgresStore,
+) -> Result<Vec<AppendOutcome>, tokio_postgres::Error> {
+    // 1. Dedup keys stored before this batch.
+    let mut stored_before: HashMap<usize, ReadingId> = HashMap::new();
+    let keyed: Vec<usize> = (0..candidates.len())
+        .filter(|&index| candidates[index].1.message_id.is_some())
+        .collect();
+    if !keyed.is_empty() {
+        let sensors: Vec<&str> = keyed
+            .iter()
+            .map(|&index| candidates[index].1.sensor_id.as_str())
+            .collect();
+        let messages: Vec<&str> = keyed
+            .iter()
+            .map(|&index| message_of(&candidates[index].1))
+            .collect();
+        let ids: Vec<Uuid> = keyed.iter().map(|&index| candidates[index].0.0).collect();
+        let read_ats: Vec<i64> = keyed
+            .iter()
+            .map(|&index| candidates[index].1.read_at.0)
+            .collect();
+        let fresh: HashSet<Uuid> = transaction
+            .query(
+                "INSERT INTO reading_keys (sensor_id, message_id, id, read_at)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[], $4::int8[])
+                 ON CONFLICT DO NOTHING RETURNING id",
+                &[&sensors, &messages, &ids, &read_ats],
+            )
+            .await?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let stale: Vec<usize> = keyed
+            .into_iter()
+            .filter(|&index| !fresh.contains(&candidates[index].0.0))
+            .collect();
+        if !stale.is_empty() {
+            let sensors: Vec<&str> = stale
+                .iter()
+                .map(|&index| candidates[index].1.sensor_id.as_str())
+                .collect();
+            let messages: Vec<&str> = stale
+                .iter()
+                .map(|&index| message_of(&candidates[index].1))
+                .collect();
+            let existing: HashMap<(String, String), Uuid> = transaction
+                .query(
+                    "SELECT k.sensor_id, k.message_id, k.id FROM reading_keys k
+                     JOIN unnest($1::text[], $2::text[]) AS batch(sensor_id, message_id)
+                       USING (sensor_id, message_id)",
+                    &[&sensors, &messages],
+                )
+                .await?
+                .iter()
+                .map(|row| ((row.get(0), row.get(1)), row.get(2)))
+                .collect();
+            for index in stale {
+                let reading = &candidates[index].1;
+                let key = (
+                    reading.sensor_id.as_str().to_string(),
+                    message_of(reading).to_string(),
+                );
+                // The key's row is locked by our insert attempt, so it cannot be missing.
+                let earlier = existing.get(&key).copied().unwrap_or(candidates[index].0.0);
+                stored_before.insert(index, ReadingId(earlier));
+            }
+        }
+    }
+
+    // 2. The readings themselves.
+    let to_write: Vec<usize> = (0..candidates.len())
+        .filter(|index| !stored_before.contains_key(index))
+        .collect();
+    let inserted: Option<HashSet<Uuid>> = if to_write.is_empty() {
+        Some(HashSet::new())
+    } else if replay {
+        // Ids may already be stored: stage, then insert what is new.
+        transaction
+            .batch_execute(
+                "CREATE TEMP TABLE IF NOT EXISTS readings_staging
+                    (LIKE readings INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;
+                 TRUNCATE readings_staging",
+            )
+            .await?;
+        copy_rows(
+            transaction,
+            "readings_staging",
+            candidates,
+            &to_write,
+            received_at,
+        )
+        .await?;
+        Some(
+            transaction
+                .query(
+                    &format!(
+                        "INSERT INTO readings ({READING_COLUMNS})
+                         SELECT {READING_COLUMNS} FROM readings_staging
+                         ON CONFLICT DO NOTHING RETURNING id"
+                    ),
+                    &[],
+                )
+                .await?
+                .iter()
+                .map(|row| row.get(0))
+                .collect(),
+        )
+    } else {
+        // Fresh time-ordered ids cannot collide: copy straight into the partitions.
+        copy_rows(transaction, "readings", candidates, &to_write, received_at).await?;
+        None
+    };
+
+    // 3. Outcomes and counters.
+    let mut counters: HashMap<&str, CounterDelta> = HashMap::new();
+    let mut outcomes = Vec::with_capacity(slots.len());
+    for slot in slots {
+        let (outcome, sensor) = match *slot {
+            Slot::DuplicateOf(index) => {
+                let (id, reading) = &candidates[index];
+                let earlier = stored_before.get(&index).copied().unwrap_or(*id);
+                (
+                    AppendOutcome::Duplicate(earlier),
+                    reading.sensor_id.as_str(),
+                )
+            }
+            Slot::Candidate(index) => {
+                let (id, reading) = &candidates[index];
+                let outcome = match stored_before.get(&index) {
+                    Some(earlier) => AppendOutcome::Duplicate(*earlier),
+                    None => match &inserted {
+                        Some(inserted) if !inserted.contains(&id.0) => {
+                            AppendOutcome::Duplicate(*id)
+                        }
+                        _ => AppendOutcome::Accepted(*id),
+                    },
+                };
+                (outcome, reading.sensor_id.as_str())
+            }
+        };
+        let delta = counters.entry(sensor).or_default();
+        match outcome {
+            AppendOutcome::Accepted(_) => delta.accepted += 1,
+            AppendOutcome::Duplicate(_) => delta.duplicate += 1,
+        }
+        outcomes.push(outcome);
+    }
+
+    // 4. Quarantine, in the same transaction.
+    if !quarantine.is_empty() {
+        let received: Vec<i64> = vec![received_at.0; quarantine.len()];
+        let sensors: Vec<Option<&str>> = quarantine
+            .iter()
+            .map(|entry| entry.sensor_id.as_deref())
+            .collect();
+        let reasons: Vec<&str> = quarantine
+            .iter()
+            .map(|entry| entry.reason.as_str())
+            .collect();
+        let paths: Vec<&str> = quarantine.iter().map(|entry| entry.path.as_str()).collect();
+        let messages: Vec<&str> = quarantine
+            .iter()
+            .map(|entry| entry.message.as_str())
+            .collect();
+        let payloads: Vec<&str> = quarantine
+            .iter()
+            .map(|entry| truncate(&entry.payload, MAX_PAYLOAD_BYTES))
+            .collect();
+        transaction
+            .execute(
+                "INSERT INTO quarantine (received_at, sensor_id, reason, path, message, payload)
+                 SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[],
+                                      $5::text[], $6::text[])
+                 ORDER BY 1",
+                &[&received, &sensors, &reasons, &paths, &messages, &payloads],
+            )
+            .await?;
+        for entry in quarantine {
+            if let Some(sensor) = entry.sensor_id.as_deref()
+                && store.cached(sensor).is_some()
+            {
+                counters.entry(sensor).or_default().rejected += 1;
+            }
+        }
+    }
+
+    // 5. Counters.
+    if !counters.is_empty() {
+        let sensors: Vec<&str> = counters.keys().copied().collect();
+        let accepted: Vec<i64> = sensors
+            .iter()
+            .map(|sensor| counters[sensor].accepted)
+            .collect();
+        let duplicate: Vec<i64> = sensors
+            .iter()
+            .map(|sensor| counters[sensor].duplicate)
+            .collect();
+        let rejected: Vec<i64> = sensors
+            .iter()
+            .map(|sensor| counters[sensor].rejected)
+            .collect();
+        transaction
+            .execute(
+                "INSERT INTO sensor_counters (sensor_id, accepted, duplicate, rejected)
+                 SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::int8[])
+                 ORDER BY 1
+                 ON CONFLICT (sensor_id) DO UPDATE SET
+                    accepted = sensor_counters.accepted + EXCLUDED.accepted,
+                    duplicate = sensor_counters.duplicate + EXCLUDED.duplicate,
+                    rejected = sensor_counters.rejected + EXCLUDED.rejected",
+                &[&sensors, &accepted, &duplicate, &rejected],
+            )
+            .await?;
+    }
+    Ok(outcomes)
+}
+
+/// Binary COPY of the chosen candidates into `table`.
+async fn copy_rows(
+    transaction: &Transaction<'_>,
+    table: &str,
+    candidates: &[(ReadingId, ValidReading)],
+    chosen: &[usize],
+    received_at: Millis,
+) -> Result<(), tokio_postgres::Error> {
+    let sink = transaction
+        .copy_in(&format!(
+            "COPY {table} ({READING_COLUMNS}) FROM STDIN (FORMAT binary)"
+        ))
+        .await?;
+    let writer = BinaryCopyInWriter::new(sink, &COPY_TYPES);
+    pin_mut!(writer);
+    let mut values_json = String::with_capacity(128);
+    for &index in chosen {
+        let (id, reading) = &candidates[index];
+        values_json.clear();
+        reading.values.write_json(&mut values_json);
+        let message = reading.message_id.as_ref().map(|message| message.as_str());
+        let row: [&(dyn ToSql + Sync); 7] = [
+            &id.0,
+            &reading.sensor_id.as_str(),
+            &reading.location_id.as_str(),
+            &reading.read_at.0,
+            &received_at.0,
+            &message,
+            &values_json,
+        ];
+        writer.as_mut().write(&row).await?;
+    }
+    writer.finish().await?;
+    Ok(())
+}
+
+fn message_of(reading: &ValidReading) -> &str {
+    reading
+        .message_id
+        .as_ref()
+        .map(|message| message.as_str())
+        .unwrap_or_default()
+}
+
+fn truncate(text: &str, max_bytes: usize) -> &str {
+    if text.len() <= max_bytes {
+        return text;
+    }
+    let mut end = max_bytes;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
