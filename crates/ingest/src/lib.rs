@@ -7,8 +7,10 @@
 //! The queue is bounded in readings; a caller that cannot get room within a bound is told to
 //! retry. This crate must never parse transport formats or talk SQL.
 
+mod observer;
 mod pipeline;
 mod telemetry;
 
+pub use observer::{CommitObserver, CommittedBatch, RejectedReading};
 pub use pipeline::{IncomingItem, IngestError, IngestOptions, ItemOutcome, Payload, Pipeline};
 pub use telemetry::IngestMetrics;
