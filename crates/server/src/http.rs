@@ -1,5 +1,6 @@
 //! The HTTP/JSON API under `/api/v1`, plus `/healthz`, `/readyz` and `/metrics`.
 
+mod act;
 mod locations;
 mod operations;
 mod params;
@@ -47,7 +48,8 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/sensors/{id}/latest", get(readings::latest))
         .route("/sensors/{id}/counters", get(sensors::counters))
         .route("/tokens", get(tokens::list).post(tokens::create))
-        .route("/tokens/{id}", axum::routing::delete(tokens::revoke))
+        .route("/tokens/{id}", axum::routing::delete(tokens::revoke));
+    let api = act::routes(api)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
     Router::new()
