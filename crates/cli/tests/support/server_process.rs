@@ -20,6 +20,11 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts `audrey serve` on an ephemeral port and waits until it says where it listens.
     pub async fn start(data_dir: &Path) -> ServerProcess {
+        ServerProcess::start_with(data_dir, &[]).await
+    }
+
+    /// Like [`ServerProcess::start`], with extra `audrey serve` flags.
+    pub async fn start_with(data_dir: &Path, extra: &[&str]) -> ServerProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_audrey"))
             .args([
                 "serve",
@@ -30,6 +35,7 @@ impl ServerProcess {
                 "--data-dir",
             ])
             .arg(data_dir)
+            .args(extra)
             .env("AUDREY_LOG", "warn")
             .stdout(Stdio::piped())
             .kill_on_drop(true)
