@@ -102,6 +102,19 @@ impl v1::device_service_server::DeviceService for DeviceApi {
                 message: Some(server_message::Message::Ack(ack)),
             })
         });
+        // The session ends when the device stops sending (as before commands existed), not
+        // when it stops being able to receive commands: a shutdown never waits on it.
+        let (inbound_done, inbound_finished) = tokio::sync::oneshot::channel::<()>();
+        let acks = acks.chain(
+            futures_util::stream::once(async move {
+                let _ = inbound_done.send(());
+                None
+            })
+            .filter_map(
+                |nothing: Option<Result<v1::ServerMessage, Status>>| async move { nothing },
+            ),
+        );
+        let commands = commands.take_until(inbound_finished);
         let replies = futures_util::stream::once(async move { Ok(opened) })
             .chain(futures_util::stream::select(acks, commands));
         Ok(Response::new(Box::pin(replies)))
