@@ -156,7 +156,7 @@ pub struct SubscriptionFilter {
 impl Subscription {
     pub fn wants(&self, event: &Event) -> bool {
         self.enabled
-            && self.event_types.iter().any(|kind| *kind == event.kind)
+            && self.event_types.contains(&event.kind)
             && self
                 .filter
                 .sensor_id
