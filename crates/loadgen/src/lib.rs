@@ -31,4 +31,7 @@ pub use bench::{
     bench_query_newest, bench_raw_sqlite, parse_cell, parse_cells, parse_transports, preload,
     scenario_label,
 };
+pub use bench::{
+    WebhookLatencyOptions, WebhookLatencyReport, bench_webhook_latency, install_bench_rules,
+};
 pub use simulate::{SimulateOptions, SimulateReport, simulate};
