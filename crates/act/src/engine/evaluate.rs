@@ -80,7 +80,7 @@ impl Engine {
                 for rule in state.rules.matching(sensor_id, location, kind) {
                     let key = (rule.id.clone(), sensor_id.to_string());
                     let rule_state = state.rule_states.entry(key).or_default();
-                    let before = rule_state.clone();
+                    let before = (rule_state.pending_since, rule_state.alert_id.is_some());
                     evaluate(
                         rule,
                         rule_state,
@@ -89,7 +89,9 @@ impl Engine {
                         &mut changes,
                         &mut new_commands,
                     );
-                    if *rule_state != before {
+                    // Written when the episode moves, not for every reading's read_at: after a
+                    // restart last_read_at may be older, so a late reading may count once more.
+                    if (rule_state.pending_since, rule_state.alert_id.is_some()) != before {
                         changes
                             .rule_states
                             .push(row(&rule.id, sensor_id, rule_state));
