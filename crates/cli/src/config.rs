@@ -53,6 +53,22 @@ pub struct ServeArgs {
     /// [default: 1073741824]
     #[arg(long, env = "AUDREY_SPOOL_MAX_BYTES")]
     pub spool_max_bytes: Option<u64>,
+    /// Webhooks: first retry delay in milliseconds; doubles per attempt, with jitter
+    /// [default: 1000]
+    #[arg(long, env = "AUDREY_WEBHOOK_INITIAL_BACKOFF_MS")]
+    pub webhook_initial_backoff_ms: Option<u64>,
+    /// Webhooks: give a delivery up when it still fails this many seconds after it was
+    /// created [default: 86400]
+    #[arg(long, env = "AUDREY_WEBHOOK_MAX_AGE_SECONDS")]
+    pub webhook_max_age_seconds: Option<u64>,
+    /// Webhooks: disable a subscription after this many consecutive failed attempts
+    /// [default: 20]
+    #[arg(long, env = "AUDREY_WEBHOOK_DISABLE_AFTER")]
+    pub webhook_disable_after: Option<u32>,
+    /// How often offline sensors, no-data rules and command expiry are checked, in
+    /// milliseconds [default: 1000]
+    #[arg(long, env = "AUDREY_ACT_TICK_MS")]
+    pub act_tick_ms: Option<u64>,
     /// Start with a demo registry and an in-process simulator sending readings.
     #[arg(long)]
     pub demo: bool,
@@ -79,6 +95,10 @@ struct FileSettings {
     spool: Option<SpoolMode>,
     spool_dir: Option<PathBuf>,
     spool_max_bytes: Option<u64>,
+    webhook_initial_backoff_ms: Option<u64>,
+    webhook_max_age_seconds: Option<u64>,
+    webhook_disable_after: Option<u32>,
+    act_tick_ms: Option<u64>,
 }
 
 /// When the outage spool wraps the store.
@@ -106,6 +126,7 @@ pub struct ServeConfig {
     pub spool: SpoolMode,
     pub spool_dir: PathBuf,
     pub spool_max_bytes: u64,
+    pub act: audrey_act::ActOptions,
 }
 
 impl ServeConfig {
@@ -146,7 +167,27 @@ impl ServeConfig {
             Some(days) => Some(std::time::Duration::from_secs(u64::from(days) * 86_400)),
             None => None,
         };
+        let mut act = audrey_act::ActOptions::default();
+        if let Some(ms) = args
+            .webhook_initial_backoff_ms
+            .or(file.webhook_initial_backoff_ms)
+        {
+            act.webhooks.initial_backoff = std::time::Duration::from_millis(ms.max(1));
+        }
+        if let Some(seconds) = args
+            .webhook_max_age_seconds
+            .or(file.webhook_max_age_seconds)
+        {
+            act.webhooks.max_age = std::time::Duration::from_secs(seconds);
+        }
+        if let Some(count) = args.webhook_disable_after.or(file.webhook_disable_after) {
+            act.webhooks.disable_after_failures = count.max(1);
+        }
+        if let Some(ms) = args.act_tick_ms.or(file.act_tick_ms) {
+            act.tick_interval = std::time::Duration::from_millis(ms.max(10));
+        }
         Ok(ServeConfig {
+            act,
             spool: args.spool.or(file.spool).unwrap_or_default(),
             spool_dir: args
                 .spool_dir

@@ -35,17 +35,33 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         retention: config.retention,
         ..IngestOptions::default()
     };
-    let pipeline = Pipeline::start(
+    let engine = {
+        let (store, act_dir, options) = (store.clone(), data_dir.clone(), config.act.clone());
+        tokio::task::spawn_blocking(move || {
+            let act_store = Arc::new(audrey_act::SqliteActStore::open(&act_dir)?);
+            audrey_act::Engine::open(act_store, store, Arc::new(audrey_act::SystemClock), options)
+        })
+        .await?
+        .with_context(|| format!("opening act.db in {}", data_dir.display()))?
+    };
+    let (observer, act_worker) = engine.observer();
+    let pipeline = Pipeline::start_observed(
         store.clone(),
         ingest_options,
         Arc::new(IngestMetrics::default()),
+        Some(observer),
     );
     let http_options = HttpOptions {
         max_body_bytes: config.max_body_bytes,
         staged_change_ttl: config.staged_change_ttl,
         ..HttpOptions::default()
     };
-    let state = AppState::new(pipeline, http_options);
+    let state = AppState::new(pipeline, http_options).with_act(engine.clone());
+    let (stop_act, act_stopped) = tokio::sync::watch::channel(false);
+    let act_background = tokio::spawn(engine.run_background(async move {
+        let mut act_stopped = act_stopped;
+        let _ = act_stopped.wait_for(|stop| *stop).await;
+    }));
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("binding the HTTP address {}", config.http_addr))?;
@@ -92,6 +108,11 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         let _ = stop_demo.send(true);
     };
     audrey_server::serve(listeners, state, shutdown).await?;
+    // The pipeline is drained and its committer gone: the act thread evaluates what is left
+    // in its channel and ends; then the periodic work stops.
+    let _ = tokio::task::spawn_blocking(move || act_worker.join()).await;
+    let _ = stop_act.send(true);
+    let _ = act_background.await;
     if let Some(demo) = demo {
         let _ = demo.await;
     }

@@ -179,6 +179,29 @@ struct ServerTarget {
 
 #[derive(Subcommand)]
 enum BenchScenario {
+    /// Register the bench fleet and install N rules over it (run before ingest-http to
+    /// compare ingest with and without rules)
+    ActRules {
+        #[command(flatten)]
+        target: ServerTarget,
+        #[arg(long, default_value_t = 10_000)]
+        sensors: usize,
+        #[arg(long, default_value_t = 1000)]
+        rules: usize,
+    },
+    /// Latency from a reading that raises an alert to its webhook arriving at a local
+    /// receiver, under a background ingest load
+    WebhookLatency {
+        #[command(flatten)]
+        target: ServerTarget,
+        #[arg(long, default_value_t = 10_000)]
+        sensors: usize,
+        /// Background readings per second (use half the measured maximum)
+        #[arg(long, default_value_t = 20_000.0)]
+        background_rate: f64,
+        #[arg(long, default_value_t = 500)]
+        probes: usize,
+    },
     /// HTTP batched ingest with durable acks
     IngestHttp {
         #[command(flatten)]
@@ -348,6 +371,34 @@ enum BenchScenario {
 
 pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let reports = match args.scenario {
+        BenchScenario::ActRules {
+            target,
+            sensors,
+            rules,
+        } => {
+            let token = token_or_file(target.token, &target.data_dir)?;
+            let installed =
+                audrey_loadgen::install_bench_rules(&target.url, &token, sensors, rules).await?;
+            println!("installed {installed} rules over {sensors} bench sensors");
+            return Ok(());
+        }
+        BenchScenario::WebhookLatency {
+            target,
+            sensors,
+            background_rate,
+            probes,
+        } => {
+            let options = audrey_loadgen::WebhookLatencyOptions {
+                token: token_or_file(target.token, &target.data_dir)?,
+                base_url: target.url,
+                sensors,
+                background_rate,
+                probes,
+            };
+            let report = audrey_loadgen::bench_webhook_latency(options).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            return Ok(());
+        }
         BenchScenario::IngestHttp {
             target,
             clients,

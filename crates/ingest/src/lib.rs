@@ -8,9 +8,11 @@
 //! retry. The outage spool ([`spool::SpoolingStore`]) keeps acknowledging while the database
 //! behind the store is unreachable. This crate must never parse transport formats or talk SQL.
 
+mod observer;
 mod pipeline;
 pub mod spool;
 mod telemetry;
 
+pub use observer::{CommitObserver, CommittedBatch, RejectedReading};
 pub use pipeline::{IncomingItem, IngestError, IngestOptions, ItemOutcome, Payload, Pipeline};
 pub use telemetry::IngestMetrics;

@@ -12,6 +12,7 @@ use audrey_model::{
 use audrey_store::{AppendBatch, AppendOutcome, QuarantineEntry, Store, StoreError};
 
 use crate::IngestMetrics;
+use crate::observer::{CommitObserver, CommittedBatch, RejectedReading};
 
 #[derive(Clone, Debug)]
 pub struct IngestOptions {
@@ -164,6 +165,17 @@ impl Pipeline {
         options: IngestOptions,
         metrics: Arc<IngestMetrics>,
     ) -> Arc<Pipeline> {
+        Pipeline::start_observed(store, options, metrics, None)
+    }
+
+    /// Like [`Pipeline::start`], and after each durable commit (once its requests are
+    /// answered) hands what was stored to `observer` on the committer thread.
+    pub fn start_observed(
+        store: Arc<dyn Store>,
+        options: IngestOptions,
+        metrics: Arc<IngestMetrics>,
+        observer: Option<Arc<dyn CommitObserver>>,
+    ) -> Arc<Pipeline> {
         // The channel itself is unbounded but every job holds permits of `room`, so what is
         // queued is bounded by `queue_readings`.
         let (sender, receiver) = mpsc::unbounded_channel();
@@ -174,7 +186,7 @@ impl Pipeline {
             let max = options.max_commit_readings;
             std::thread::Builder::new()
                 .name("audrey-committer".into())
-                .spawn(move || run_committer(receiver, store, metrics, max))
+                .spawn(move || run_committer(receiver, store, metrics, max, observer))
                 .expect("spawning the committer thread")
         };
         let maintenance = {
@@ -379,6 +391,7 @@ fn run_committer(
     store: Arc<dyn Store>,
     metrics: Arc<IngestMetrics>,
     max: usize,
+    observer: Option<Arc<dyn CommitObserver>>,
 ) {
     while let Some(first) = jobs.blocking_recv() {
         let mut group = vec![first];
@@ -399,8 +412,23 @@ fn run_committer(
             merged.readings.append(&mut job.batch.readings);
             merged.quarantine.append(&mut job.batch.quarantine);
         }
+        // Only with an observer is the batch copied: the store consumes it.
+        let observed = observer.as_ref().map(|_| {
+            let now = Millis::now();
+            let rejections = merged
+                .quarantine
+                .iter()
+                .map(|entry| RejectedReading {
+                    sensor_id: entry.sensor_id.clone(),
+                    reason: entry.reason.clone(),
+                    received_at: now,
+                })
+                .collect::<Vec<_>>();
+            (merged.readings.clone(), rejections)
+        });
         let started = Instant::now();
-        match store.append(merged, Millis::now()) {
+        let received_at = Millis::now();
+        match store.append(merged, received_at) {
             Ok(outcomes) => {
                 let duplicates = outcomes
                     .iter()
@@ -412,9 +440,33 @@ fn run_committer(
                     duplicates as u64,
                     started.elapsed(),
                 );
+                let accepted: Vec<Option<ReadingId>> = match observed {
+                    Some(_) => outcomes
+                        .iter()
+                        .map(|outcome| match outcome {
+                            AppendOutcome::Accepted(id) => Some(*id),
+                            AppendOutcome::Duplicate(_) => None,
+                        })
+                        .collect(),
+                    None => Vec::new(),
+                };
                 let mut outcomes = outcomes.into_iter();
                 for (job, size) in group.into_iter().zip(sizes) {
                     let _ = job.reply.send(Ok(outcomes.by_ref().take(size).collect()));
+                }
+                // Every request is answered: only now may the observer take its time.
+                if let (Some(observer), Some((readings, rejections))) = (&observer, observed) {
+                    let readings = readings
+                        .into_iter()
+                        .zip(accepted)
+                        .filter_map(|(reading, id)| {
+                            id.map(|id| reading.into_reading(id, received_at))
+                        })
+                        .collect();
+                    observer.committed(CommittedBatch {
+                        readings,
+                        rejections,
+                    });
                 }
             }
             Err(error) => {

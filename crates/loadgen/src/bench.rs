@@ -6,6 +6,7 @@
 //! per-worker tallies. The scenarios share one fleet of bench sensors (`bench-00000`, …), so the
 //! query benchmark can read what `preload` wrote.
 
+mod act;
 mod analytics;
 mod grpc_queries;
 mod http_ingest;
@@ -26,6 +27,9 @@ use crate::progress;
 use crate::registration::{Registration, register_all};
 use crate::wire::{LocationBody, SensorBody};
 
+pub use act::{
+    WebhookLatencyOptions, WebhookLatencyReport, bench_webhook_latency, install_bench_rules,
+};
 pub use analytics::{bench_analytics, bench_import, generated_locations_csv};
 pub use grpc_queries::{BY_ID_WORKERS, GrpcQueryOptions, bench_grpc_queries};
 pub use http_ingest::{IngestBenchOptions, bench_http_ingest, preload};

@@ -34,5 +34,8 @@ pub use bench::{
     bench_spool_outage, generated_locations_csv, parse_cell, parse_cells, parse_transports,
     preload, preload_postgres_copy, scenario_label,
 };
+pub use bench::{
+    WebhookLatencyOptions, WebhookLatencyReport, bench_webhook_latency, install_bench_rules,
+};
 pub use location_upload::upload_locations_csv;
 pub use simulate::{SimulateOptions, SimulateReport, simulate};

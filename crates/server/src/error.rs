@@ -106,6 +106,29 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<audrey_act::ActError> for ApiError {
+    fn from(error: audrey_act::ActError) -> ApiError {
+        use audrey_act::ActError;
+        let code = error.code();
+        match error {
+            ActError::Invalid(details) => ApiError::invalid("the request is invalid", details),
+            ActError::NotFound(what) => ApiError::not_found(what),
+            ActError::Conflict(message) => ApiError::new(code, message),
+            ActError::Unavailable(detail) => {
+                tracing::warn!(%detail, "act storage unavailable");
+                ApiError {
+                    retry_after_seconds: Some(5),
+                    ..ApiError::new(code, "act storage is unavailable; retry later")
+                }
+            }
+            ActError::Internal(detail) => {
+                tracing::error!(%detail, "act failure");
+                ApiError::new(code, "internal error")
+            }
+        }
+    }
+}
+
 impl From<IngestError> for ApiError {
     fn from(error: IngestError) -> ApiError {
         let code = error.code();

@@ -4,6 +4,7 @@
 //! reflection, so generic tools can list and call the services. The compatibility
 //! `SensorService` can also be served alone, without authentication, on a separate port.
 
+mod act;
 mod compat;
 mod convert;
 mod device;
@@ -18,6 +19,7 @@ use tonic::{Request, Status};
 
 use audrey_proto::compat::sensor_service_server::SensorServiceServer;
 use audrey_proto::v1;
+use audrey_proto::v1::act_service_server::ActServiceServer;
 use audrey_proto::v1::device_service_server::DeviceServiceServer;
 use audrey_proto::v1::ingest_service_server::IngestServiceServer;
 use audrey_proto::v1::query_service_server::QueryServiceServer;
@@ -129,6 +131,7 @@ pub async fn serve_grpc(
     health
         .set_serving::<SensorServiceServer<compat::CompatApi>>()
         .await;
+    health.set_serving::<ActServiceServer<act::ActApi>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(audrey_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -150,6 +153,7 @@ pub async fn serve_grpc(
             DeviceServiceServer::new(device::DeviceApi(state.clone()))
                 .max_decoding_message_size(limit),
         )
+        .add_service(ActServiceServer::new(act::ActApi(state.clone())))
         .add_service(SensorServiceServer::new(compat::CompatApi {
             state,
             authenticate: true,

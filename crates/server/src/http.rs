@@ -4,6 +4,7 @@
 //! Routes are declared in `routes.rs` (router and document from the same declarations);
 //! this module assembles the router: shared error fallbacks, OPTIONS/Allow, the docs UI.
 
+mod act;
 mod allow;
 mod conditional;
 mod geo;

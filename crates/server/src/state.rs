@@ -31,6 +31,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub pipeline: Arc<Pipeline>,
     pub options: Arc<HttpOptions>,
+    /// The act engine (rules, alerts, webhooks, commands), when enabled.
+    pub act: Option<Arc<audrey_act::Engine>>,
     pub(crate) tokens: Arc<TokenCache>,
 }
 
@@ -40,7 +42,14 @@ impl AppState {
             store: pipeline.store().clone(),
             pipeline,
             options: Arc::new(options),
+            act: None,
             tokens: Arc::new(TokenCache::default()),
         }
+    }
+
+    /// Serves the act API and delivers commands on device sessions through `engine`.
+    pub fn with_act(mut self, engine: Arc<audrey_act::Engine>) -> AppState {
+        self.act = Some(engine);
+        self
     }
 }

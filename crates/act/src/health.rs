@@ -1,0 +1,223 @@
+//! Per-sensor health and quality tracking: what the engine remembers about each sensor
+//! between readings, and the pure decisions made from it (status, quality findings).
+
+use std::collections::{HashMap, VecDeque};
+
+use audrey_model::{Millis, Reading};
+
+use crate::records::HealthStatus;
+
+/// Health and quality thresholds.
+#[derive(Clone, Debug)]
+pub struct HealthOptions {
+    /// Offline after `offline_factor` × the expected interval without a reading.
+    pub offline_factor: u32,
+    /// Used when a sensor declares no expected interval.
+    pub default_interval_seconds: u32,
+    /// How many recent outcomes (accepted or rejected readings) decide "faulty".
+    pub faulty_window: usize,
+    /// Faulty when the rejected share of the window is above this.
+    pub faulty_rejected_share: f64,
+    /// Faulty when this many readings of the window had a quality finding.
+    pub faulty_findings: usize,
+    /// A value unchanged for this many consecutive readings is "stuck".
+    pub stuck_readings: usize,
+    /// Largest allowed change between consecutive readings, per metric name.
+    pub jump_steps: HashMap<String, f64>,
+    /// A reading measured this long before the sensor's newest is "far out of order".
+    pub out_of_order_ms: i64,
+}
+
+impl Default for HealthOptions {
+    fn default() -> Self {
+        HealthOptions {
+            offline_factor: 3,
+            default_interval_seconds: 60,
+            faulty_window: 20,
+            faulty_rejected_share: 0.5,
+            faulty_findings: 3,
+            stuck_readings: 10,
+            jump_steps: HashMap::new(),
+            out_of_order_ms: 3_600_000,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct MetricTrack {
+    last_value: f64,
+    last_reading: String,
+    /// Ids of the readings in the current run of one unchanged value.
+    run: Vec<String>,
+    stuck_reported: bool,
+}
+
+/// One quality problem: the check that found it and the readings involved.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Finding {
+    pub check: &'static str,
+    pub metric: Option<String>,
+    pub detail: String,
+    pub reading_ids: Vec<String>,
+}
+
+#[derive(Debug)]
+pub struct SensorHealth {
+    pub status: Option<HealthStatus>,
+    /// Engine-clock time the last reading was taken in.
+    pub last_seen: Millis,
+    pub newest_read_at: Option<Millis>,
+    pub interval_ms: i64,
+    /// Recent readings: (rejected, had a quality finding).
+    window: VecDeque<(bool, bool)>,
+    metrics: HashMap<String, MetricTrack>,
+}
+
+impl SensorHealth {
+    pub fn new(
+        status: Option<HealthStatus>,
+        last_seen: Millis,
+        interval_seconds: u32,
+    ) -> SensorHealth {
+        SensorHealth {
+            status,
+            last_seen,
+            newest_read_at: None,
+            interval_ms: i64::from(interval_seconds.max(1)) * 1000,
+            window: VecDeque::new(),
+            metrics: HashMap::new(),
+        }
+    }
+
+    fn remember(&mut self, rejected: bool, finding: bool, options: &HealthOptions) {
+        self.window.push_back((rejected, finding));
+        while self.window.len() > options.faulty_window.max(1) {
+            self.window.pop_front();
+        }
+    }
+
+    pub fn record_rejection(&mut self, now: Millis, options: &HealthOptions) {
+        self.last_seen = now;
+        self.remember(true, false, options);
+    }
+
+    /// Runs the quality checks on an accepted reading and remembers it.
+    pub fn record_reading(
+        &mut self,
+        reading: &Reading,
+        gps_sensor: bool,
+        now: Millis,
+        options: &HealthOptions,
+    ) -> Vec<Finding> {
+        let id = reading.id.0.to_string();
+        let mut findings = Vec::new();
+        if let Some(newest) = self.newest_read_at
+            && newest.0 - reading.read_at.0 > options.out_of_order_ms
+        {
+            findings.push(Finding {
+                check: "out_of_order",
+                metric: None,
+                detail: format!(
+                    "measured {} ms before the newest reading of this sensor",
+                    newest.0 - reading.read_at.0
+                ),
+                reading_ids: vec![id.clone()],
+            });
+        }
+        let in_order = self
+            .newest_read_at
+            .is_none_or(|newest| reading.read_at >= newest);
+        for (name, value) in &reading.values.0 {
+            let name = name.as_str();
+            let limit = match name {
+                "latitude" | "lat" => Some(90.0),
+                "longitude" | "lon" | "lng" if gps_sensor || name == "longitude" => Some(180.0),
+                _ => None,
+            };
+            if let Some(limit) = limit
+                && !(-limit..=limit).contains(value)
+            {
+                findings.push(Finding {
+                    check: "coordinates_out_of_range",
+                    metric: Some(name.to_string()),
+                    detail: format!("{value} is outside [-{limit}, {limit}]"),
+                    reading_ids: vec![id.clone()],
+                });
+            }
+            // Stuck and jump compare consecutive readings, so only in-order ones feed them.
+            if !in_order {
+                continue;
+            }
+            let track = self.metrics.entry(name.to_string()).or_default();
+            if !track.last_reading.is_empty() {
+                if let Some(step) = options.jump_steps.get(name)
+                    && (value - track.last_value).abs() > *step
+                {
+                    findings.push(Finding {
+                        check: "jump",
+                        metric: Some(name.to_string()),
+                        detail: format!(
+                            "changed by {} (allowed step {step})",
+                            value - track.last_value
+                        ),
+                        reading_ids: vec![track.last_reading.clone(), id.clone()],
+                    });
+                }
+                if *value == track.last_value {
+                    track.run.push(id.clone());
+                } else {
+                    track.run.clear();
+                    track.run.push(id.clone());
+                    track.stuck_reported = false;
+                }
+            } else {
+                track.run.push(id.clone());
+            }
+            if track.run.len() >= options.stuck_readings.max(2) && !track.stuck_reported {
+                track.stuck_reported = true;
+                findings.push(Finding {
+                    check: "stuck_value",
+                    metric: Some(name.to_string()),
+                    detail: format!("{value} for {} consecutive readings", track.run.len()),
+                    reading_ids: std::mem::take(&mut track.run),
+                });
+            }
+            if track.stuck_reported {
+                // Keep the run counting without holding every id of a long run.
+                track.run.truncate(1);
+            }
+            track.last_value = *value;
+            track.last_reading = id.clone();
+        }
+        if in_order {
+            self.newest_read_at = Some(reading.read_at);
+        }
+        self.last_seen = now;
+        self.remember(false, !findings.is_empty(), options);
+        findings
+    }
+
+    /// The status the recent window asks for (never decides decommissioned or offline).
+    pub fn fitness(&self, options: &HealthOptions) -> (HealthStatus, String) {
+        let total = self.window.len();
+        let rejected = self.window.iter().filter(|(rejected, _)| *rejected).count();
+        let findings = self.window.iter().filter(|(_, finding)| *finding).count();
+        if total >= 5 && rejected as f64 / total as f64 > options.faulty_rejected_share {
+            return (
+                HealthStatus::Faulty,
+                format!("{rejected} of the last {total} readings were rejected"),
+            );
+        }
+        if findings >= options.faulty_findings.max(1) {
+            return (
+                HealthStatus::Faulty,
+                format!("{findings} of the last {total} readings failed quality checks"),
+            );
+        }
+        (HealthStatus::Online, "readings arrive".to_string())
+    }
+
+    pub fn is_silent(&self, now: Millis, options: &HealthOptions) -> bool {
+        now.0 - self.last_seen.0 > self.interval_ms * i64::from(options.offline_factor)
+    }
+}

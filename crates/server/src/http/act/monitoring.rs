@@ -1,0 +1,223 @@
+//! Events, the status log, sensor status and decommissioning, alerts, rules.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use audrey_act::{AlertFilter, AlertStatus, EventFilter, RuleInput};
+use audrey_model::{FieldError, Reason};
+
+use super::{list_body, with_engine};
+use crate::auth::{Principal, Scope};
+use crate::http::params::{Problems, QueryParams, json_body, read_body, sensor_in_path};
+use crate::{ApiError, AppState};
+
+pub(crate) async fn events(
+    State(state): State<AppState>,
+    principal: Principal,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    principal.require(Scope::Read)?;
+    let params = QueryParams::parse(query.as_deref(), &["type", "sensor", "cursor", "limit"])?;
+    let mut problems = Problems::default();
+    let limit = problems.check(params.limit(100, 1000)).unwrap_or(100);
+    let after = problems
+        .check(params.typed("cursor", |text| {
+            text.parse::<i64>().map_err(|_| {
+                FieldError::new(
+                    "cursor",
+                    Reason::InvalidFormat,
+                    "is not a cursor this server gave out",
+                )
+            })
+        }))
+        .flatten();
+    problems.finish("the query string is invalid")?;
+    let filter = EventFilter {
+        kind: params.text("type").map(str::to_string),
+        sensor_id: params.text("sensor").map(str::to_string),
+        after,
+        limit,
+    };
+    let events = with_engine(&state, move |engine| Ok(engine.events(&filter)?)).await?;
+    let next = (events.len() == limit)
+        .then(|| events.last().map(|(seq, _)| seq.to_string()))
+        .flatten();
+    let items: Vec<_> = events.into_iter().map(|(_, event)| event).collect();
+    Ok(list_body(items, next).into_response())
+}
+
+pub(crate) async fn status_log(
+    State(state): State<AppState>,
+    principal: Principal,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    principal.require(Scope::Read)?;
+    let params = QueryParams::parse(query.as_deref(), &["sensor", "limit"])?;
+    let limit = params
+        .limit(100, 10_000)
+        .map_err(|error| ApiError::invalid("the query string is invalid", vec![error]))?;
+    let sensor = params.text("sensor").map(str::to_string);
+    let log = with_engine(&state, move |engine| {
+        Ok(engine.status_log(sensor.as_deref(), limit)?)
+    })
+    .await?;
+    Ok(list_body(log, None).into_response())
+}
+
+pub(crate) async fn sensor_status(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    principal.require(Scope::Read)?;
+    let sensor = sensor_in_path(&id)?;
+    let (status, log) = with_engine(&state, move |engine| {
+        Ok((
+            engine.status(sensor.as_str())?,
+            engine.status_log(Some(sensor.as_str()), 100)?,
+        ))
+    })
+    .await?;
+    Ok(Json(serde_json::json!({ "sensor_id": id, "status": status, "log": log })).into_response())
+}
+
+async fn set_decommissioned(
+    state: AppState,
+    principal: Principal,
+    id: String,
+    to: bool,
+) -> Result<Response, ApiError> {
+    principal.require(Scope::Admin)?;
+    let sensor = sensor_in_path(&id)?;
+    let status = with_engine(&state, move |engine| {
+        Ok(engine.set_decommissioned(sensor.as_str(), to)?)
+    })
+    .await?;
+    Ok(Json(serde_json::json!({ "sensor_id": id, "status": status })).into_response())
+}
+
+pub(crate) async fn decommission(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    set_decommissioned(state, principal, id, true).await
+}
+
+pub(crate) async fn recommission(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    set_decommissioned(state, principal, id, false).await
+}
+
+pub(crate) async fn alerts(
+    State(state): State<AppState>,
+    principal: Principal,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    principal.require(Scope::Read)?;
+    let params = QueryParams::parse(query.as_deref(), &["status", "sensor", "rule", "limit"])?;
+    let mut problems = Problems::default();
+    let limit = problems.check(params.limit(100, 10_000)).unwrap_or(100);
+    let status = problems
+        .check(params.typed("status", |text| {
+            AlertStatus::parse(text).ok_or_else(|| {
+                FieldError::new(
+                    "status",
+                    Reason::InvalidFormat,
+                    "must be active, acknowledged or cleared",
+                )
+            })
+        }))
+        .flatten();
+    problems.finish("the query string is invalid")?;
+    let filter = AlertFilter {
+        status,
+        sensor_id: params.text("sensor").map(str::to_string),
+        rule_id: params.text("rule").map(str::to_string),
+        limit,
+    };
+    let alerts = with_engine(&state, move |engine| Ok(engine.alerts(&filter)?)).await?;
+    Ok(list_body(alerts, None).into_response())
+}
+
+pub(crate) async fn alert(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    principal.require(Scope::Read)?;
+    let alert = with_engine(&state, move |engine| Ok(engine.alert(&id)?)).await?;
+    Ok(Json(alert).into_response())
+}
+
+pub(crate) async fn acknowledge(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    principal.require(Scope::Admin)?;
+    let alert = with_engine(&state, move |engine| Ok(engine.acknowledge_alert(&id)?)).await?;
+    Ok(Json(alert).into_response())
+}
+
+pub(crate) async fn rules(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Response, ApiError> {
+    principal.require(Scope::Read)?;
+    let rules = with_engine(&state, |engine| Ok(engine.rules()?)).await?;
+    Ok(list_body(rules, None).into_response())
+}
+
+pub(crate) async fn rule(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    principal.require(Scope::Read)?;
+    let rule = with_engine(&state, move |engine| Ok(engine.rule(&id)?)).await?;
+    Ok(Json(rule).into_response())
+}
+
+pub(crate) async fn create_rule(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    principal.require(Scope::Admin)?;
+    let bytes = read_body(&headers, body, state.options.max_body_bytes).await?;
+    let input: RuleInput = json_body(&bytes)?;
+    let rule = with_engine(&state, move |engine| Ok(engine.create_rule(input)?)).await?;
+    Ok((StatusCode::CREATED, Json(rule)).into_response())
+}
+
+pub(crate) async fn replace_rule(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    principal.require(Scope::Admin)?;
+    let bytes = read_body(&headers, body, state.options.max_body_bytes).await?;
+    let input: RuleInput = json_body(&bytes)?;
+    let rule = with_engine(&state, move |engine| Ok(engine.replace_rule(&id, input)?)).await?;
+    Ok(Json(rule).into_response())
+}
+
+pub(crate) async fn delete_rule(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    principal.require(Scope::Admin)?;
+    with_engine(&state, move |engine| Ok(engine.delete_rule(&id)?)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
