@@ -17,11 +17,35 @@ struct PostgresApp {
     address: String,
     client: reqwest::Client,
     token: String,
-    admin_url: String,
-    database: String,
     shutdown: tokio::sync::oneshot::Sender<()>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     _data_dir: tempfile::TempDir,
+    /// Last: the database goes after the server, also when the test panics.
+    _database: TestDatabase,
+}
+
+struct TestDatabase {
+    admin_url: String,
+    name: String,
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let admin_url = self.admin_url.clone();
+        let statement = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        // Dropped inside the test's runtime, which must not be blocked on: use a thread.
+        let dropped = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(admin(&admin_url, &statement));
+        })
+        .join();
+        if dropped.is_err() {
+            eprintln!("could not drop the test database {}", self.name);
+        }
+    }
 }
 
 async fn admin(url: &str, statement: &str) {
@@ -53,9 +77,10 @@ impl PostgresApp {
             eprintln!("skipping PostgreSQL API smoke test: AUDREY_TEST_POSTGRES_URL not set");
             return None;
         };
-        let database = format!("audrey_api_{}", uuid::Uuid::now_v7().simple());
-        admin(&admin_url, &format!("CREATE DATABASE {database}")).await;
-        let url = with_database(&admin_url, &database);
+        let name = format!("audrey_api_{}", uuid::Uuid::now_v7().simple());
+        admin(&admin_url, &format!("CREATE DATABASE {name}")).await;
+        let url = with_database(&admin_url, &name);
+        let database = TestDatabase { admin_url, name };
         let store: Arc<dyn Store> = Arc::new(
             tokio::task::spawn_blocking(move || {
                 PostgresStore::open(&url, PostgresOptions::default())
@@ -87,11 +112,10 @@ impl PostgresApp {
             address,
             client: reqwest::Client::new(),
             token,
-            admin_url,
-            database,
             shutdown,
             server,
             _data_dir: data_dir,
+            _database: database,
         })
     }
 
@@ -115,11 +139,6 @@ impl PostgresApp {
     async fn stop(self) {
         let _ = self.shutdown.send(());
         self.server.await.unwrap().unwrap();
-        admin(
-            &self.admin_url,
-            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.database),
-        )
-        .await;
     }
 }
 
