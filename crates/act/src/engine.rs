@@ -10,6 +10,7 @@
 
 pub(crate) mod api;
 mod evaluate;
+mod sweep;
 
 pub(crate) use evaluate::finish_step;
 
@@ -65,6 +66,9 @@ pub(crate) struct State {
     pub rule_states: HashMap<(String, String), RuleState>,
     pub sensors: HashMap<String, SensorHealth>,
     pub subscriptions: Vec<Subscription>,
+    /// Sweep findings already published (check, metric, reading ids), so a stretch re-checked
+    /// by a later sweep is not reported twice.
+    pub swept: std::collections::HashSet<String>,
 }
 
 pub struct Engine {
@@ -217,10 +221,28 @@ impl Engine {
                 }
             }
         };
+        let sweeper = {
+            let engine = self.clone();
+            async move {
+                let mut interval = tokio::time::interval(engine.options.health.quality_interval);
+                interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                interval.tick().await;
+                loop {
+                    interval.tick().await;
+                    let engine = engine.clone();
+                    match tokio::task::spawn_blocking(move || engine.sweep_quality()).await {
+                        Ok(Err(error)) => tracing::error!(%error, "quality sweep failed"),
+                        Err(error) => tracing::error!(%error, "quality sweep panicked"),
+                        Ok(Ok(_)) => {}
+                    }
+                }
+            }
+        };
         let dispatcher = crate::webhooks::dispatch(self.clone());
         tokio::select! {
             _ = shutdown => {}
             _ = ticker => {}
+            _ = sweeper => {}
             _ = dispatcher => {}
         }
     }

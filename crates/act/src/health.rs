@@ -26,6 +26,9 @@ pub struct HealthOptions {
     pub jump_steps: HashMap<String, f64>,
     /// A reading measured this long before the sensor's newest is "far out of order".
     pub out_of_order_ms: i64,
+    /// How often the periodic quality job re-checks, in `read_at` order from the store, the
+    /// stretches of series where late (out-of-order) readings landed.
+    pub quality_interval: std::time::Duration,
 }
 
 impl Default for HealthOptions {
@@ -39,6 +42,7 @@ impl Default for HealthOptions {
             stuck_readings: 10,
             jump_steps: HashMap::new(),
             out_of_order_ms: 3_600_000,
+            quality_interval: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -71,7 +75,21 @@ pub struct SensorHealth {
     /// Recent readings: (rejected, had a quality finding).
     window: VecDeque<(bool, bool)>,
     metrics: HashMap<String, MetricTrack>,
+    /// Late readings since the last quality sweep: their ids and the read_at span they cover.
+    /// Ingest-time stuck/jump checks see only in-order readings; the sweep re-checks these.
+    pub(crate) late: LateReadings,
 }
+
+/// Readings that arrived after a newer one of the same sensor, waiting for the quality sweep.
+#[derive(Debug, Default)]
+pub(crate) struct LateReadings {
+    pub ids: std::collections::HashSet<String>,
+    pub earliest: Option<Millis>,
+    pub latest: Option<Millis>,
+}
+
+/// Most late reading ids remembered per sensor between sweeps.
+const MAX_LATE_IDS: usize = 10_000;
 
 impl SensorHealth {
     pub fn new(
@@ -86,6 +104,7 @@ impl SensorHealth {
             interval_ms: i64::from(interval_seconds.max(1)) * 1000,
             window: VecDeque::new(),
             metrics: HashMap::new(),
+            late: LateReadings::default(),
         }
     }
 
@@ -191,6 +210,18 @@ impl SensorHealth {
         }
         if in_order {
             self.newest_read_at = Some(reading.read_at);
+        } else if self.late.ids.len() < MAX_LATE_IDS {
+            self.late.ids.insert(id.clone());
+            self.late.earliest = Some(
+                self.late
+                    .earliest
+                    .map_or(reading.read_at, |at| at.min(reading.read_at)),
+            );
+            self.late.latest = Some(
+                self.late
+                    .latest
+                    .map_or(reading.read_at, |at| at.max(reading.read_at)),
+            );
         }
         self.last_seen = now;
         self.remember(false, !findings.is_empty(), options);
@@ -220,4 +251,74 @@ impl SensorHealth {
     pub fn is_silent(&self, now: Millis, options: &HealthOptions) -> bool {
         now.0 - self.last_seen.0 > self.interval_ms * i64::from(options.offline_factor)
     }
+}
+
+/// The stuck and jump checks over a stored series in `read_at` order, reporting only findings
+/// that involve at least one of the `late` readings (the in-order ones were checked on ingest).
+pub(crate) fn check_series(
+    series: &[Reading],
+    late: &std::collections::HashSet<String>,
+    options: &HealthOptions,
+) -> Vec<Finding> {
+    let mut metrics: Vec<&str> = Vec::new();
+    for reading in series {
+        for (name, _) in &reading.values.0 {
+            if !metrics.contains(&name.as_str()) {
+                metrics.push(name.as_str());
+            }
+        }
+    }
+    let mut findings = Vec::new();
+    for metric in metrics {
+        let points: Vec<(String, f64)> = series
+            .iter()
+            .filter_map(|reading| {
+                reading
+                    .values
+                    .0
+                    .iter()
+                    .find(|(name, _)| name.as_str() == metric)
+                    .map(|(_, value)| (reading.id.0.to_string(), *value))
+            })
+            .collect();
+        if let Some(step) = options.jump_steps.get(metric) {
+            for pair in points.windows(2) {
+                let ((before, a), (after, b)) = (&pair[0], &pair[1]);
+                if (b - a).abs() > *step && (late.contains(before) || late.contains(after)) {
+                    findings.push(Finding {
+                        check: "jump",
+                        metric: Some(metric.to_string()),
+                        detail: format!(
+                            "changed by {} (allowed step {step}), found in read_at order",
+                            b - a
+                        ),
+                        reading_ids: vec![before.clone(), after.clone()],
+                    });
+                }
+            }
+        }
+        let need = options.stuck_readings.max(2);
+        let mut start = 0;
+        while start < points.len() {
+            let mut end = start + 1;
+            while end < points.len() && points[end].1 == points[start].1 {
+                end += 1;
+            }
+            let run = &points[start..end];
+            if run.len() >= need && run.iter().any(|(id, _)| late.contains(id)) {
+                findings.push(Finding {
+                    check: "stuck_value",
+                    metric: Some(metric.to_string()),
+                    detail: format!(
+                        "{} for {} consecutive readings, found in read_at order",
+                        run[0].1,
+                        run.len()
+                    ),
+                    reading_ids: run.iter().map(|(id, _)| id.clone()).collect(),
+                });
+            }
+            start = end;
+        }
+    }
+    findings
 }

@@ -69,6 +69,10 @@ pub struct ServeArgs {
     /// milliseconds [default: 1000]
     #[arg(long, env = "AUDREY_ACT_TICK_MS")]
     pub act_tick_ms: Option<u64>,
+    /// How often the quality job re-checks, in read_at order, where late readings landed, in
+    /// seconds [default: 60]
+    #[arg(long, env = "AUDREY_QUALITY_INTERVAL_SECONDS")]
+    pub quality_interval_seconds: Option<u64>,
     /// Start with a demo registry and an in-process simulator sending readings.
     #[arg(long)]
     pub demo: bool,
@@ -99,6 +103,7 @@ struct FileSettings {
     webhook_max_age_seconds: Option<u64>,
     webhook_disable_after: Option<u32>,
     act_tick_ms: Option<u64>,
+    quality_interval_seconds: Option<u64>,
 }
 
 /// When the outage spool wraps the store.
@@ -185,6 +190,12 @@ impl ServeConfig {
         }
         if let Some(ms) = args.act_tick_ms.or(file.act_tick_ms) {
             act.tick_interval = std::time::Duration::from_millis(ms.max(10));
+        }
+        if let Some(seconds) = args
+            .quality_interval_seconds
+            .or(file.quality_interval_seconds)
+        {
+            act.health.quality_interval = std::time::Duration::from_secs(seconds.max(1));
         }
         Ok(ServeConfig {
             act,

@@ -146,3 +146,59 @@ fn a_jump_larger_than_the_configured_step_names_both_readings() {
         serde_json::json!([before.id.0.to_string(), after.id.0.to_string()])
     );
 }
+
+#[test]
+fn the_quality_sweep_finds_stuck_runs_and_jumps_that_late_readings_make_in_read_at_order() {
+    let mut options = audrey_act::ActOptions::default();
+    options.health.stuck_readings = 3;
+    options.health.jump_steps.insert("temperature".into(), 5.0);
+    let test = TestEngine::with_options(1, options);
+    // In arrival order nothing is wrong: 20, 21, 22 a minute apart.
+    let in_order = [
+        reading("s0", 0, "temperature", 20.0),
+        reading("s0", 60, "temperature", 21.0),
+        reading("s0", 120, "temperature", 22.0),
+    ];
+    test.store_and_send(&in_order);
+    // Two late readings: one repeats 20 twice just after t=0, one jumps to 40 at t=90.
+    let late = [
+        reading("s0", 10, "temperature", 20.0),
+        reading("s0", 20, "temperature", 20.0),
+        reading("s0", 90, "temperature", 40.0),
+    ];
+    test.store_and_send(&late);
+    assert!(
+        findings(&test).is_empty(),
+        "ingest-time checks skip late readings"
+    );
+
+    assert_eq!(test.engine.sweep_quality().unwrap(), 3);
+    let found = findings(&test);
+    let id = |reading: &audrey_model::Reading| reading.id.0.to_string();
+    let stuck: Vec<_> = found
+        .iter()
+        .filter(|data| data["check"] == "stuck_value")
+        .collect();
+    assert_eq!(stuck.len(), 1, "{found:?}");
+    assert_eq!(
+        stuck[0]["reading_ids"],
+        serde_json::json!([id(&in_order[0]), id(&late[0]), id(&late[1])])
+    );
+    let mut jumps: Vec<serde_json::Value> = found
+        .iter()
+        .filter(|data| data["check"] == "jump")
+        .map(|data| data["reading_ids"].clone())
+        .collect();
+    jumps.sort_by_key(|ids| ids.to_string());
+    let mut expected = vec![
+        serde_json::json!([id(&in_order[1]), id(&late[2])]),
+        serde_json::json!([id(&late[2]), id(&in_order[2])]),
+    ];
+    expected.sort_by_key(|ids| ids.to_string());
+    assert_eq!(jumps, expected);
+
+    // Nothing new arrived: a second sweep publishes nothing, and a repeat of the same stretch
+    // is not published twice.
+    assert_eq!(test.engine.sweep_quality().unwrap(), 0);
+    assert_eq!(findings(&test).len(), 3);
+}

@@ -87,6 +87,26 @@ impl TestEngine {
             .unwrap();
     }
 
+    /// Stores the readings (under their own ids) and hands them to the engine, as a commit does.
+    pub fn store_and_send(&self, readings: &[Reading]) {
+        let batch = audrey_store::AppendBatch {
+            readings: readings
+                .iter()
+                .map(|reading| audrey_model::ValidReading {
+                    sensor_id: reading.sensor_id.clone(),
+                    location_id: reading.location_id.clone(),
+                    read_at: reading.read_at,
+                    values: reading.values.clone(),
+                    message_id: None,
+                })
+                .collect(),
+            quarantine: Vec::new(),
+            assigned_ids: Some(readings.iter().map(|reading| reading.id).collect()),
+        };
+        self.registry.append(batch, START).unwrap();
+        self.send(readings);
+    }
+
     pub fn reject(&self, sensor: &str, count: usize) {
         let rejections = (0..count)
             .map(|_| RejectedReading {
