@@ -10,13 +10,14 @@ use std::time::{Duration, Instant};
 
 use audrey_ingest::spool::{SpoolOptions, SpoolingStore};
 use audrey_model::{
-    Location, LocationId, MessageId, MetricName, Millis, Reading, ReadingId, ReadingValues, Sensor,
-    SensorId, ValidReading,
+    GeoCircle, ImportRow, Location, LocationId, MessageId, MetricName, Millis, Reading, ReadingId,
+    ReadingValues, Sensor, SensorId, ValidReading,
 };
 use audrey_store::{
-    AppendBatch, AppendOutcome, LocationFilter, Page, QuarantineEntry, QuarantineFilter,
-    ReadingQuery, SensorCounters, SensorFilter, SqliteOptions, SqliteStore, Store, StoreError,
-    StoredToken,
+    AggregateQuery, AppendBatch, AppendOutcome, Bucket, GroupBy, LocationFilter, NearLocation,
+    Page, QuarantineEntry, QuarantineFilter, ReadingQuery, SensorCounters, SensorFilter,
+    SqliteOptions, SqliteStore, StagedChange, StagedStatus, StatsGroup, StatsQuery, Store,
+    StoreError, StoredToken, UpsertOutcome,
 };
 
 /// A SQLite store whose database the test can make "unreachable", and which records the ids
@@ -159,6 +160,63 @@ impl Store for Switchable {
         self.check()?;
         self.store.revoke_token(id, at)
     }
+    fn reading_stats(&self, query: &StatsQuery) -> Result<Vec<StatsGroup>, StoreError> {
+        self.check()?;
+        self.store.reading_stats(query)
+    }
+    fn aggregate_readings(&self, query: &AggregateQuery) -> Result<Vec<Bucket>, StoreError> {
+        self.check()?;
+        self.store.aggregate_readings(query)
+    }
+    fn purge_location(&self, id: &LocationId) -> Result<(), StoreError> {
+        self.check()?;
+        self.store.purge_location(id)
+    }
+    fn upsert_locations(&self, rows: &[ImportRow]) -> Result<Vec<UpsertOutcome>, StoreError> {
+        self.check()?;
+        self.store.upsert_locations(rows)
+    }
+    fn locations_near(
+        &self,
+        circle: &GeoCircle,
+        limit: usize,
+    ) -> Result<Vec<NearLocation>, StoreError> {
+        self.check()?;
+        self.store.locations_near(circle, limit)
+    }
+    fn purge_sensor(&self, id: &SensorId) -> Result<(), StoreError> {
+        self.check()?;
+        self.store.purge_sensor(id)
+    }
+    fn replace_token(&self, token: &StoredToken) -> Result<(), StoreError> {
+        self.check()?;
+        self.store.replace_token(token)
+    }
+    fn purge_token(&self, id: &str) -> Result<(), StoreError> {
+        self.check()?;
+        self.store.purge_token(id)
+    }
+    fn stage_change(&self, change: &StagedChange) -> Result<(), StoreError> {
+        self.check()?;
+        self.store.stage_change(change)
+    }
+    fn staged_changes(&self, status: StagedStatus) -> Result<Vec<StagedChange>, StoreError> {
+        self.check()?;
+        self.store.staged_changes(status)
+    }
+    fn staged_change_by_link(&self, link_hash: &str) -> Result<Option<StagedChange>, StoreError> {
+        self.check()?;
+        self.store.staged_change_by_link(link_hash)
+    }
+    fn finish_staged_change(
+        &self,
+        id: &str,
+        status: StagedStatus,
+        at: Millis,
+    ) -> Result<bool, StoreError> {
+        self.check()?;
+        self.store.finish_staged_change(id, status, at)
+    }
 }
 
 fn options(directory: &std::path::Path) -> SpoolOptions {
@@ -298,6 +356,23 @@ fn continuous_appends_across_an_outage_are_stored_once_in_order_and_the_spool_em
         }
         other => panic!("a read during the outage answered {other:?}"),
     }
+    // The statistics, radius and staged-change methods answer the same outage message.
+    let stats = spool.reading_stats(&StatsQuery {
+        metric: MetricName::parse("t").unwrap(),
+        group_by: GroupBy::Sensor,
+        from: None,
+        to: None,
+        percentiles: Vec::new(),
+    });
+    assert!(matches!(stats, Err(StoreError::Outage(_))), "{stats:?}");
+    let circle = GeoCircle::new(0.0, 0.0, 10.0, ["lat", "lon", "radius_km"]).unwrap();
+    let near = spool.locations_near(&circle, 5);
+    assert!(matches!(near, Err(StoreError::Outage(_))), "{near:?}");
+    let finished = spool.finish_staged_change("chg", StagedStatus::Applied, Millis(1));
+    assert!(
+        matches!(finished, Err(StoreError::Outage(_))),
+        "{finished:?}"
+    );
     inner.set_down(false);
     std::thread::sleep(Duration::from_millis(300));
     writing.store(false, Ordering::SeqCst);

@@ -24,10 +24,14 @@
 
 mod append;
 mod errors;
+mod geo;
+mod import;
 mod partitions;
 mod readings;
 mod registry;
 mod schema;
+mod staged;
+mod stats;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
@@ -280,6 +284,39 @@ impl crate::Store for PostgresStore {
         self.soft_delete_location(id, at)
     }
 
+    fn purge_location(&self, id: &audrey_model::LocationId) -> Result<(), StoreError> {
+        self.remove_location(id)
+    }
+
+    fn upsert_locations(
+        &self,
+        rows: &[audrey_model::ImportRow],
+    ) -> Result<Vec<crate::UpsertOutcome>, StoreError> {
+        self.upsert_location_rows(rows)
+    }
+
+    fn locations_near(
+        &self,
+        circle: &audrey_model::GeoCircle,
+        limit: usize,
+    ) -> Result<Vec<crate::NearLocation>, StoreError> {
+        self.near_locations(circle, limit)
+    }
+
+    fn reading_stats(
+        &self,
+        query: &crate::StatsQuery,
+    ) -> Result<Vec<crate::StatsGroup>, StoreError> {
+        self.compute_stats(query)
+    }
+
+    fn aggregate_readings(
+        &self,
+        query: &crate::AggregateQuery,
+    ) -> Result<Vec<crate::Bucket>, StoreError> {
+        self.compute_buckets(query)
+    }
+
     fn sensor(&self, id: &audrey_model::SensorId) -> Result<Option<Sensor>, StoreError> {
         self.get_sensor(id)
     }
@@ -300,6 +337,10 @@ impl crate::Store for PostgresStore {
         self.soft_delete_sensor(id, at)
     }
 
+    fn purge_sensor(&self, id: &audrey_model::SensorId) -> Result<(), StoreError> {
+        self.remove_sensor(id)
+    }
+
     fn cached_sensor(&self, id: &str) -> Option<Arc<Sensor>> {
         self.cached(id)
     }
@@ -318,5 +359,40 @@ impl crate::Store for PostgresStore {
 
     fn revoke_token(&self, id: &str, at: audrey_model::Millis) -> Result<(), StoreError> {
         self.mark_token_revoked(id, at)
+    }
+
+    fn replace_token(&self, token: &crate::StoredToken) -> Result<(), StoreError> {
+        self.update_token(token)
+    }
+
+    fn purge_token(&self, id: &str) -> Result<(), StoreError> {
+        self.remove_token(id)
+    }
+
+    fn stage_change(&self, change: &crate::StagedChange) -> Result<(), StoreError> {
+        self.insert_staged_change(change)
+    }
+
+    fn staged_changes(
+        &self,
+        status: crate::StagedStatus,
+    ) -> Result<Vec<crate::StagedChange>, StoreError> {
+        self.list_staged_changes(status)
+    }
+
+    fn staged_change_by_link(
+        &self,
+        link_hash: &str,
+    ) -> Result<Option<crate::StagedChange>, StoreError> {
+        self.find_staged_change(link_hash)
+    }
+
+    fn finish_staged_change(
+        &self,
+        id: &str,
+        status: crate::StagedStatus,
+        at: audrey_model::Millis,
+    ) -> Result<bool, StoreError> {
+        self.mark_staged_change(id, status, at)
     }
 }

@@ -1,14 +1,21 @@
 //! The import, radius and statistics methods of the `Store` trait, written against
-//! `&dyn Store` so that every backend can run the same checks (SQLite here).
+//! `&dyn Store` so that every backend runs the same checks: SQLite, and PostgreSQL when
+//! `AUDREY_TEST_POSTGRES_URL` names a server (a fresh database per test, as in the conformance
+//! suite; a notice and a pass without it, a failure under `CI`). The last test loads the same
+//! data into both backends and compares every answer.
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+#[path = "conformance/harness.rs"]
+#[allow(dead_code)] // the conformance helpers this file does not need
+mod harness;
 
 use audrey_model::{
     GeoCircle, ImportKey, ImportRow, Location, LocationId, LocationInput, MetricName, Millis,
     ReadingValues, SensorId, SensorInput, ValidReading,
 };
 use audrey_store::{
-    AggregateQuery, Aggregation, AppendBatch, GroupBy, SqliteOptions, SqliteStore, StatsQuery,
-    Store, UpsertOutcome,
+    AggregateQuery, Aggregation, AppendBatch, GroupBy, Order, ReadingQuery, SensorFilter,
+    SqliteOptions, SqliteStore, StatsQuery, Store, UpsertOutcome,
 };
 
 fn sqlite(dir: &std::path::Path) -> SqliteStore {
@@ -295,4 +302,294 @@ fn sqlite_statistics_cover_landed_and_flushed_readings() {
     );
     statistics_follow_the_documented_definitions(&store);
     buckets_are_epoch_aligned_and_ordered(&store);
+}
+
+#[test]
+fn postgres_upserts_imported_locations() {
+    let Some(harness) = harness::postgres() else {
+        return;
+    };
+    upsert_is_keyed_by_id_or_code_and_reports_what_changed(&*harness.store);
+}
+
+#[test]
+fn postgres_finds_locations_near_a_point() {
+    let Some(harness) = harness::postgres() else {
+        return;
+    };
+    near_answers_nearest_first_and_skips_deleted(&*harness.store);
+}
+
+#[test]
+fn postgres_statistics_follow_the_documented_definitions() {
+    let Some(harness) = harness::postgres() else {
+        return;
+    };
+    let store = &*harness.store;
+    register_sensors(store);
+    append_readings(store, || harness.settle());
+    statistics_follow_the_documented_definitions(store);
+    buckets_are_epoch_aligned_and_ordered(store);
+}
+
+/// Loads one data set into `store`: places with attributes, cities (one without), sensors,
+/// and readings over three days with awkward values (large offsets, negatives, a metric some
+/// readings lack), under fixed ids so both backends hold the very same readings.
+fn load_comparison_data(store: &dyn Store, flush: impl Fn()) {
+    let places = [
+        ("berlin", 52.52, 13.40, Some("Berlin"), "DE"),
+        ("potsdam", 52.39, 13.06, Some("Potsdam"), "DE"),
+        ("paris", 48.86, 2.35, Some("Paris"), "FR"),
+        ("versailles", 48.80, 2.13, None, "FR"),
+        ("fiji", -17.7, 179.99, None, "FJ"),
+        ("samoa", -17.7, -179.99, Some("Apia"), "WS"),
+    ];
+    let mut rows = Vec::new();
+    for (index, (id, latitude, longitude, city, country)) in places.into_iter().enumerate() {
+        let mut attributes = serde_json::Map::new();
+        attributes.insert("rank".into(), serde_json::json!(index));
+        attributes.insert("tags".into(), serde_json::json!(["a", {"b": 1.5}]));
+        let location = LocationInput {
+            name: format!("Place {id}"),
+            latitude,
+            longitude,
+            city: city.map(str::to_string),
+            country: Some(country.into()),
+            attributes: Some(attributes),
+            ..Default::default()
+        }
+        .into_location(LocationId::parse(id).unwrap(), Millis(1), None)
+        .unwrap();
+        rows.push(row(ImportKey::Id(location.id.clone()), location));
+    }
+    let outcomes = store.upsert_locations(&rows).unwrap();
+    assert!(
+        outcomes
+            .iter()
+            .all(|outcome| *outcome == UpsertOutcome::Inserted)
+    );
+    assert!(
+        store
+            .upsert_locations(&rows)
+            .unwrap()
+            .iter()
+            .all(|outcome| *outcome == UpsertOutcome::Unchanged),
+        "attributes read back equal to what was written"
+    );
+    for (sensor, location) in [
+        ("s-berlin", "berlin"),
+        ("s-potsdam", "potsdam"),
+        ("s-paris", "paris"),
+        ("s-versailles", "versailles"),
+        ("s-fiji", "fiji"),
+        ("s-samoa", "samoa"),
+    ] {
+        let sensor = SensorInput {
+            kind: "climate".into(),
+            location_id: location.into(),
+            ..Default::default()
+        }
+        .into_sensor(SensorId::parse(sensor).unwrap(), Millis(0), None)
+        .unwrap();
+        store.put_sensor(&sensor, false).unwrap();
+    }
+    let base = 1_700_000_000_000i64;
+    let sensors = [
+        "s-berlin",
+        "s-potsdam",
+        "s-paris",
+        "s-versailles",
+        "s-fiji",
+        "s-samoa",
+    ];
+    let mut readings = Vec::new();
+    for step in 0..600i64 {
+        let sensor = sensors[(step % 6) as usize];
+        let location = sensor.trim_start_matches("s-");
+        // Deterministic but irregular values around a large offset.
+        let value = 1.0e6 + ((step * 7919) % 1000) as f64 * 0.37 - (step % 13) as f64 * 101.3;
+        let mut values = vec![(MetricName::parse("t").unwrap(), value)];
+        if step % 5 != 0 {
+            values.push((MetricName::parse("u").unwrap(), -(step as f64) / 7.0));
+        }
+        values.sort_by(|left, right| left.0.as_str().cmp(right.0.as_str()));
+        readings.push(ValidReading {
+            sensor_id: SensorId::parse(sensor).unwrap(),
+            location_id: LocationId::parse(location).unwrap(),
+            read_at: Millis(base + step * 431_000),
+            values: ReadingValues(values),
+            message_id: None,
+        });
+    }
+    for (index, part) in readings.chunks(150).enumerate() {
+        let assigned_ids = (0..part.len())
+            .map(|offset| {
+                let number = (index * 150 + offset) as u128 + 1;
+                audrey_model::ReadingId(uuid::Uuid::from_u128(
+                    0x0188_0000_0000_7000_8000_0000_0000_0000 | number,
+                ))
+            })
+            .collect();
+        store
+            .append(
+                AppendBatch {
+                    readings: part.to_vec(),
+                    assigned_ids: Some(assigned_ids),
+                    ..Default::default()
+                },
+                Millis(base + 400 * 86_400_000),
+            )
+            .unwrap();
+        if index % 2 == 0 {
+            flush();
+        }
+    }
+}
+
+fn close(left: f64, right: f64) -> bool {
+    left == right || (left - right).abs() <= 1e-9 * left.abs().max(right.abs()).max(1.0)
+}
+
+#[test]
+fn sqlite_and_postgres_answer_the_same() {
+    let Some(harness) = harness::postgres() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let lite = sqlite(dir.path());
+    let pg = &*harness.store;
+    load_comparison_data(&lite, || lite.maintain().unwrap());
+    load_comparison_data(pg, || harness.settle());
+
+    for id in ["berlin", "versailles", "fiji"] {
+        let id = LocationId::parse(id).unwrap();
+        assert_eq!(lite.location(&id).unwrap(), pg.location(&id).unwrap());
+    }
+
+    let circles = [
+        GeoCircle::new(52.45, 13.2, 30.0, ["lat", "lon", "radius_km"]).unwrap(),
+        GeoCircle::new(48.8, 2.2, 1000.0, ["lat", "lon", "radius_km"]).unwrap(),
+        GeoCircle::new(-17.7, 180.0, 10.0, ["lat", "lon", "radius_km"]).unwrap(),
+        GeoCircle::new(0.0, 0.0, 1.0, ["lat", "lon", "radius_km"]).unwrap(),
+    ];
+    for circle in &circles {
+        let near = lite.locations_near(circle, 10).unwrap();
+        assert_eq!(near, pg.locations_near(circle, 10).unwrap(), "{circle:?}");
+        let query = ReadingQuery {
+            near: Some(*circle),
+            order: Order::Oldest,
+            limit: 10_000,
+            ..Default::default()
+        };
+        let lite_readings = lite.readings(&query).unwrap().items;
+        let pg_readings = pg.readings(&query).unwrap().items;
+        assert_eq!(lite_readings.len(), pg_readings.len(), "{circle:?}");
+        for (left, right) in lite_readings.iter().zip(&pg_readings) {
+            assert_eq!(left, right, "{circle:?}");
+        }
+        let filter = SensorFilter {
+            near: Some(*circle),
+            limit: 100,
+            ..Default::default()
+        };
+        let lite_sensors = lite.sensors(&filter).unwrap().items;
+        assert_eq!(
+            lite_sensors,
+            pg.sensors(&filter).unwrap().items,
+            "{circle:?}"
+        );
+        if near.is_empty() {
+            assert!(lite_readings.is_empty() && lite_sensors.is_empty());
+        }
+    }
+
+    let base = 1_700_000_000_000i64;
+    for group_by in [
+        GroupBy::Sensor,
+        GroupBy::Location,
+        GroupBy::City,
+        GroupBy::Country,
+    ] {
+        for (metric, from, to) in [
+            ("t", None, None),
+            ("u", Some(base + 3_600_000), Some(base + 86_400_000)),
+            ("none", None, None),
+        ] {
+            let query = StatsQuery {
+                metric: MetricName::parse(metric).unwrap(),
+                group_by,
+                from: from.map(Millis),
+                to: to.map(Millis),
+                percentiles: vec![0.0, 25.0, 50.0, 90.0, 99.9, 100.0],
+            };
+            let lite_groups = lite.reading_stats(&query).unwrap();
+            let pg_groups = pg.reading_stats(&query).unwrap();
+            let keys = |groups: &[audrey_store::StatsGroup]| {
+                groups
+                    .iter()
+                    .map(|group| group.key.clone())
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(keys(&lite_groups), keys(&pg_groups), "{query:?}");
+            assert_eq!(metric == "none", lite_groups.is_empty());
+            for (left, right) in lite_groups.iter().zip(&pg_groups) {
+                let (left, right) = (&left.summary, &right.summary);
+                assert_eq!(
+                    (left.count, left.min, left.max),
+                    (right.count, right.min, right.max)
+                );
+                assert!(close(left.mean, right.mean), "{left:?} vs {right:?}");
+                assert_eq!(left.stddev.is_some(), right.stddev.is_some());
+                if let (Some(l), Some(r)) = (left.stddev, right.stddev) {
+                    assert!(close(l, r), "{left:?} vs {right:?}");
+                }
+                assert_eq!(left.percentiles.len(), right.percentiles.len());
+                for (l, r) in left.percentiles.iter().zip(&right.percentiles) {
+                    assert!(l.0 == r.0 && close(l.1, r.1), "{left:?} vs {right:?}");
+                }
+            }
+        }
+    }
+
+    let every = vec![
+        Aggregation::Percentile(99.0),
+        Aggregation::Count,
+        Aggregation::Sum,
+        Aggregation::Avg,
+        Aggregation::Percentile(50.0),
+        Aggregation::Min,
+        Aggregation::Max,
+        Aggregation::Stddev,
+    ];
+    for (sensor, location, bucket_ms) in [
+        (None, None, 3_600_000),
+        (Some("s-paris"), None, 86_400_000),
+        (None, Some("fiji"), 600_000),
+        (Some("s-berlin"), None, 1_000),
+    ] {
+        let query = AggregateQuery {
+            sensor: sensor.map(|id| SensorId::parse(id).unwrap()),
+            location: location.map(|id| LocationId::parse(id).unwrap()),
+            metric: MetricName::parse("u").unwrap(),
+            bucket_ms,
+            aggregations: every.clone(),
+            from: Some(Millis(base + 1)),
+            to: None,
+        };
+        let lite_buckets = lite.aggregate_readings(&query).unwrap();
+        let pg_buckets = pg.aggregate_readings(&query).unwrap();
+        assert!(!lite_buckets.is_empty());
+        assert_eq!(lite_buckets.len(), pg_buckets.len(), "{query:?}");
+        for (left, right) in lite_buckets.iter().zip(&pg_buckets) {
+            assert_eq!(left.start, right.start);
+            assert_eq!(left.values.len(), every.len());
+            for (l, r) in left.values.iter().zip(&right.values) {
+                match (l, r) {
+                    (Some(l), Some(r)) => assert!(close(*l, *r), "{left:?} vs {right:?}"),
+                    (None, None) => {}
+                    _ => panic!("null differs: {left:?} vs {right:?}"),
+                }
+            }
+        }
+    }
 }

@@ -1,7 +1,13 @@
 //! Staged changes and purges in the store: a staged change survives reopening, finishes once,
 //! and purges remove records for good. The checks take `&dyn Store`, so another backend can
-//! run the same functions.
+//! run the same functions: SQLite here, PostgreSQL when `AUDREY_TEST_POSTGRES_URL` names a
+//! server (a fresh database per test, as in the conformance suite; a notice and a pass without
+//! it, a failure under `CI`).
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+#[path = "conformance/harness.rs"]
+#[allow(dead_code)] // the conformance helpers this file does not need
+mod harness;
 
 use audrey_model::{LocationId, LocationInput, Millis, SensorId, SensorInput};
 use audrey_store::{
@@ -155,4 +161,63 @@ fn sqlite_purges_remove_records_for_good() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap();
     purges_remove_records_for_good_and_respect_references(&store);
+}
+
+#[test]
+fn postgres_staged_changes_finish_once() {
+    let Some(harness) = harness::postgres() else {
+        return;
+    };
+    a_staged_change_is_found_by_its_link_and_finishes_only_once(&*harness.store);
+    let pending = harness.store.staged_changes(StagedStatus::Pending).unwrap();
+    assert_eq!(pending, vec![change("chg-2", "hash-2")]);
+}
+
+#[test]
+fn postgres_purges_remove_records_for_good() {
+    let Some(harness) = harness::postgres() else {
+        return;
+    };
+    purges_remove_records_for_good_and_respect_references(&*harness.store);
+}
+
+/// Many confirmations of one link racing on separate connections: exactly one wins.
+#[test]
+fn postgres_a_link_races_to_one_confirmation() {
+    let Some(harness) = harness::postgres() else {
+        return;
+    };
+    harness
+        .store
+        .stage_change(&change("chg-1", "hash-1"))
+        .unwrap();
+    let wins: usize = std::thread::scope(|scope| {
+        let racers: Vec<_> = (0..8)
+            .map(|index| {
+                let store = &harness.store;
+                scope.spawn(move || {
+                    let status = if index % 2 == 0 {
+                        StagedStatus::Applied
+                    } else {
+                        StagedStatus::Cancelled
+                    };
+                    store
+                        .finish_staged_change("chg-1", status, Millis(2_000 + index))
+                        .unwrap()
+                })
+            })
+            .collect();
+        racers
+            .into_iter()
+            .map(|racer| usize::from(racer.join().unwrap()))
+            .sum()
+    });
+    assert_eq!(wins, 1);
+    let finished = harness
+        .store
+        .staged_change_by_link("hash-1")
+        .unwrap()
+        .unwrap();
+    assert_ne!(finished.status, StagedStatus::Pending);
+    assert!(finished.finished_at.is_some());
 }

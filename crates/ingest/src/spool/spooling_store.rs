@@ -8,10 +8,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use audrey_model::{Location, LocationId, MessageId, Millis, Reading, ReadingId, Sensor, SensorId};
+use audrey_model::{
+    GeoCircle, ImportRow, Location, LocationId, MessageId, Millis, Reading, ReadingId, Sensor,
+    SensorId,
+};
 use audrey_store::{
-    AppendBatch, AppendOutcome, Degraded, LocationFilter, Page, QuarantineEntry, QuarantineFilter,
-    ReadingQuery, SensorCounters, SensorFilter, Store, StoreError, StoredToken,
+    AggregateQuery, AppendBatch, AppendOutcome, Bucket, Degraded, LocationFilter, NearLocation,
+    Page, QuarantineEntry, QuarantineFilter, ReadingQuery, SensorCounters, SensorFilter,
+    StagedChange, StagedStatus, StatsGroup, StatsQuery, Store, StoreError, StoredToken,
+    UpsertOutcome,
 };
 
 use super::cursor::{CursorFile, CursorState, ReplayCursor};
@@ -733,6 +738,51 @@ impl Store for SpoolingStore {
     }
     fn revoke_token(&self, id: &str, at: Millis) -> Result<(), StoreError> {
         self.read(self.shared.inner.revoke_token(id, at))
+    }
+    fn reading_stats(&self, query: &StatsQuery) -> Result<Vec<StatsGroup>, StoreError> {
+        self.read(self.shared.inner.reading_stats(query))
+    }
+    fn aggregate_readings(&self, query: &AggregateQuery) -> Result<Vec<Bucket>, StoreError> {
+        self.read(self.shared.inner.aggregate_readings(query))
+    }
+    fn purge_location(&self, id: &LocationId) -> Result<(), StoreError> {
+        self.read(self.shared.inner.purge_location(id))
+    }
+    fn upsert_locations(&self, rows: &[ImportRow]) -> Result<Vec<UpsertOutcome>, StoreError> {
+        self.read(self.shared.inner.upsert_locations(rows))
+    }
+    fn locations_near(
+        &self,
+        circle: &GeoCircle,
+        limit: usize,
+    ) -> Result<Vec<NearLocation>, StoreError> {
+        self.read(self.shared.inner.locations_near(circle, limit))
+    }
+    fn purge_sensor(&self, id: &SensorId) -> Result<(), StoreError> {
+        self.read(self.shared.inner.purge_sensor(id))
+    }
+    fn replace_token(&self, token: &StoredToken) -> Result<(), StoreError> {
+        self.read(self.shared.inner.replace_token(token))
+    }
+    fn purge_token(&self, id: &str) -> Result<(), StoreError> {
+        self.read(self.shared.inner.purge_token(id))
+    }
+    fn stage_change(&self, change: &StagedChange) -> Result<(), StoreError> {
+        self.read(self.shared.inner.stage_change(change))
+    }
+    fn staged_changes(&self, status: StagedStatus) -> Result<Vec<StagedChange>, StoreError> {
+        self.read(self.shared.inner.staged_changes(status))
+    }
+    fn staged_change_by_link(&self, link_hash: &str) -> Result<Option<StagedChange>, StoreError> {
+        self.read(self.shared.inner.staged_change_by_link(link_hash))
+    }
+    fn finish_staged_change(
+        &self,
+        id: &str,
+        status: StagedStatus,
+        at: Millis,
+    ) -> Result<bool, StoreError> {
+        self.read(self.shared.inner.finish_staged_change(id, status, at))
     }
 }
 

@@ -10,6 +10,7 @@ use audrey_model::{LocationId, MessageId, Millis, Reading, ReadingId, ReadingVal
 
 use super::PostgresStore;
 use super::errors::from_pg;
+use super::geo::location_ids_in;
 use crate::{
     Cursor, Order, Page, QuarantineEntry, QuarantineFilter, ReadingQuery, SensorCounters,
     StoreError,
@@ -41,13 +42,21 @@ fn reading_from_row(row: &Row) -> Result<Reading, StoreError> {
 type Parameters = Vec<Box<dyn ToSql + Sync + Send>>;
 
 /// The SQL and parameters of one page (one row more than the limit, to know if more follow).
-fn readings_sql(query: &ReadingQuery, fetch: usize) -> (String, Parameters) {
+/// `near` is the ids of the live locations inside the query's circle, when it has one.
+fn readings_sql(
+    query: &ReadingQuery,
+    fetch: usize,
+    near: Option<Vec<String>>,
+) -> (String, Parameters) {
     let mut sql = format!("SELECT {READING_COLUMNS} FROM readings WHERE true");
     let mut parameters: Parameters = Vec::new();
     let mut push = |sql: &mut String, clause: &str, value: Box<dyn ToSql + Sync + Send>| {
         parameters.push(value);
         sql.push_str(&clause.replace('?', &format!("${}", parameters.len())));
     };
+    if let Some(locations) = near {
+        push(&mut sql, " AND location_id = ANY(?)", Box::new(locations));
+    }
     if let Some(sensor) = &query.sensor {
         push(
             &mut sql,
@@ -120,9 +129,20 @@ impl PostgresStore {
 
     pub(super) fn query_readings(&self, query: &ReadingQuery) -> Result<Page<Reading>, StoreError> {
         let limit = query.limit.max(1);
-        let (sql, parameters) = readings_sql(query, limit + 1);
         let rows = self.block_on(async {
             let client = self.client().await?;
+            // A radius filter becomes the set of live locations inside the circle.
+            let near = match &query.near {
+                Some(circle) => {
+                    let ids = location_ids_in(&**client, circle).await?;
+                    if ids.is_empty() {
+                        return Ok(Vec::new());
+                    }
+                    Some(ids)
+                }
+                None => None,
+            };
+            let (sql, parameters) = readings_sql(query, limit + 1, near);
             let statement = client.prepare_cached(&sql).await.map_err(from_pg)?;
             let borrowed: Vec<&(dyn ToSql + Sync)> = parameters
                 .iter()

@@ -8,11 +8,13 @@ use tokio_postgres::Row;
 use audrey_model::{FieldError, Location, LocationId, Millis, Reason, Sensor, SensorId};
 
 use super::errors::from_pg;
+use super::geo::location_ids_in;
 use super::{PostgresStore, poisoned};
 use crate::{LocationFilter, Page, SensorFilter, StoreError, StoredToken};
 
-const LOCATION_COLUMNS: &str = "id, name, city, country, latitude, longitude, altitude, timezone, \
-                                iata, icao, created_at, updated_at, deleted_at";
+pub(super) const LOCATION_COLUMNS: &str = "id, name, city, country, latitude, longitude, \
+                                           altitude, timezone, iata, icao, created_at, \
+                                           updated_at, deleted_at, attributes";
 const SENSOR_COLUMNS: &str = "id, name, kind, location_id, metrics, expected_interval_seconds, \
                               created_at, updated_at, deleted_at";
 const TOKEN_COLUMNS: &str = "id, hash, name, scopes, sensor_id, created_at, revoked_at";
@@ -21,9 +23,10 @@ fn corrupt(what: &str) -> StoreError {
     StoreError::Internal(format!("stored registry row has a bad {what}"))
 }
 
-fn location_from_row(row: &Row) -> Result<Location, StoreError> {
+pub(super) fn location_from_row(row: &Row) -> Result<Location, StoreError> {
     let get = |error| from_pg(error);
     let id: &str = row.try_get(0).map_err(get)?;
+    let attributes: &str = row.try_get(13).map_err(get)?;
     Ok(Location {
         id: LocationId::parse(id).map_err(|_| corrupt("location id"))?,
         name: row.try_get(1).map_err(get)?,
@@ -38,7 +41,14 @@ fn location_from_row(row: &Row) -> Result<Location, StoreError> {
         created_at: Millis(row.try_get(10).map_err(get)?),
         updated_at: Millis(row.try_get(11).map_err(get)?),
         deleted_at: row.try_get::<_, Option<i64>>(12).map_err(get)?.map(Millis),
+        attributes: serde_json::from_str(attributes).map_err(|_| corrupt("attributes"))?,
     })
+}
+
+/// A location's attributes as stored: JSON object text, keys in the map's order.
+pub(super) fn attributes_json(location: &Location) -> Result<String, StoreError> {
+    serde_json::to_string(&location.attributes)
+        .map_err(|error| StoreError::Internal(format!("encoding attributes: {error}")))
 }
 
 fn sensor_from_row(row: &Row) -> Result<Sensor, StoreError> {
@@ -170,6 +180,7 @@ impl PostgresStore {
         location: &Location,
         must_be_new: bool,
     ) -> Result<bool, StoreError> {
+        let attributes = attributes_json(location)?;
         self.block_on(async {
             let mut client = self.client().await?;
             let transaction = client.transaction().await.map_err(from_pg)?;
@@ -192,10 +203,11 @@ impl PostgresStore {
                 .execute(
                     &format!(
                         "INSERT INTO locations ({LOCATION_COLUMNS})
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
                          ON CONFLICT (id) DO UPDATE SET name = $2, city = $3, country = $4,
                             latitude = $5, longitude = $6, altitude = $7, timezone = $8,
-                            iata = $9, icao = $10, updated_at = $12, deleted_at = $13"
+                            iata = $9, icao = $10, updated_at = $12, deleted_at = $13,
+                            attributes = $14"
                     ),
                     &[
                         &location.id.as_str(),
@@ -211,6 +223,7 @@ impl PostgresStore {
                         &location.created_at.0,
                         &location.updated_at.0,
                         &location.deleted_at.map(|at| at.0),
+                        &attributes,
                     ],
                 )
                 .await
@@ -285,6 +298,11 @@ impl PostgresStore {
         let fetch = limit as i64 + 1;
         let rows = self.block_on(async {
             let client = self.client().await?;
+            // A radius filter becomes the set of live locations inside the circle.
+            let near = match &filter.near {
+                Some(circle) => Some(location_ids_in(&**client, circle).await?),
+                None => None,
+            };
             client
                 .query(
                     &format!(
@@ -292,6 +310,7 @@ impl PostgresStore {
                          WHERE id > $1 AND ($2::text IS NULL OR location_id = $2)
                            AND ($3::text IS NULL OR kind = $3)
                            AND ($4 OR deleted_at IS NULL)
+                           AND ($6::text[] IS NULL OR location_id = ANY($6))
                          ORDER BY id LIMIT $5"
                     ),
                     &[
@@ -300,6 +319,7 @@ impl PostgresStore {
                         &filter.kind,
                         &filter.include_deleted,
                         &fetch,
+                        &near,
                     ],
                 )
                 .await
@@ -472,6 +492,94 @@ impl PostgresStore {
                     "UPDATE tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
                     &[&id, &at.0],
                 )
+                .await
+                .map_err(from_pg)
+        })?;
+        if changed == 0 {
+            return Err(StoreError::NotFound(format!("token {id}")));
+        }
+        Ok(())
+    }
+}
+
+impl PostgresStore {
+    pub(super) fn remove_location(&self, id: &LocationId) -> Result<(), StoreError> {
+        self.block_on(async {
+            let mut client = self.client().await?;
+            let transaction = client.transaction().await.map_err(from_pg)?;
+            // Lock the location so no sensor is attached to it while we count.
+            let exists = transaction
+                .query_opt(
+                    "SELECT 1 FROM locations WHERE id = $1 FOR UPDATE",
+                    &[&id.as_str()],
+                )
+                .await
+                .map_err(from_pg)?
+                .is_some();
+            if !exists {
+                return Err(StoreError::NotFound(format!("location {id}")));
+            }
+            let sensors: i64 = transaction
+                .query_one(
+                    "SELECT COUNT(*) FROM sensors WHERE location_id = $1",
+                    &[&id.as_str()],
+                )
+                .await
+                .map_err(from_pg)?
+                .get(0);
+            if sensors > 0 {
+                return Err(StoreError::Conflict(format!(
+                    "location {id} is still named by {sensors} sensor(s), deleted ones included; \
+                     purge them first"
+                )));
+            }
+            transaction
+                .execute("DELETE FROM locations WHERE id = $1", &[&id.as_str()])
+                .await
+                .map_err(from_pg)?;
+            transaction.commit().await.map_err(from_pg)?;
+            Ok(())
+        })
+    }
+
+    pub(super) fn remove_sensor(&self, id: &SensorId) -> Result<(), StoreError> {
+        let changed = self.block_on(async {
+            let client = self.client().await?;
+            client
+                .execute("DELETE FROM sensors WHERE id = $1", &[&id.as_str()])
+                .await
+                .map_err(from_pg)
+        })?;
+        if changed == 0 {
+            return Err(StoreError::NotFound(format!("sensor {id}")));
+        }
+        self.sensors.write().map_err(poisoned)?.remove(id.as_str());
+        Ok(())
+    }
+
+    pub(super) fn update_token(&self, token: &StoredToken) -> Result<(), StoreError> {
+        let scopes = token.scopes.join(",");
+        let changed = self.block_on(async {
+            let client = self.client().await?;
+            client
+                .execute(
+                    "UPDATE tokens SET name = $2, scopes = $3, sensor_id = $4 WHERE id = $1",
+                    &[&token.id, &token.name, &scopes, &token.sensor_id],
+                )
+                .await
+                .map_err(from_pg)
+        })?;
+        if changed == 0 {
+            return Err(StoreError::NotFound(format!("token {}", token.id)));
+        }
+        Ok(())
+    }
+
+    pub(super) fn remove_token(&self, id: &str) -> Result<(), StoreError> {
+        let changed = self.block_on(async {
+            let client = self.client().await?;
+            client
+                .execute("DELETE FROM tokens WHERE id = $1", &[&id])
                 .await
                 .map_err(from_pg)
         })?;

@@ -8,7 +8,9 @@ use super::errors::from_pg;
 use crate::StoreError;
 
 /// Each entry is one migration; never edit one that has shipped, append a new one.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    // 1: the registry, partitioned readings, dedup keys, quarantine, counters and tokens.
+    r#"
     -- "C" collation: registry pages are ordered bytewise, as on SQLite.
     CREATE TABLE locations (
         id TEXT COLLATE "C" PRIMARY KEY,
@@ -91,7 +93,31 @@ const MIGRATIONS: &[&str] = &[r#"
         created_at BIGINT NOT NULL,
         revoked_at BIGINT
     );
-    "#];
+    "#,
+    // 2: location attributes (an import's extra columns, JSON object text as on SQLite), the
+    // indexes imports (by code) and radius searches (by a latitude/longitude box) use, and
+    // registry changes waiting for someone to follow their confirmation link.
+    r#"
+    ALTER TABLE locations ADD COLUMN attributes TEXT NOT NULL DEFAULT '{}';
+    CREATE INDEX locations_icao ON locations(icao) WHERE icao IS NOT NULL;
+    CREATE INDEX locations_iata ON locations(iata) WHERE iata IS NOT NULL;
+    CREATE INDEX locations_position ON locations(latitude, longitude);
+
+    CREATE TABLE staged_changes (
+        id TEXT COLLATE "C" PRIMARY KEY,
+        link_hash TEXT NOT NULL UNIQUE,
+        entity TEXT NOT NULL,
+        entity_id TEXT,
+        action TEXT NOT NULL,
+        body TEXT,
+        created_at BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        status TEXT NOT NULL,
+        finished_at BIGINT
+    );
+    CREATE INDEX staged_changes_status ON staged_changes(status, created_at, id);
+    "#,
+];
 
 /// An arbitrary constant naming Audrey's migration lock among advisory locks.
 const MIGRATION_LOCK: i64 = 0x4155_4452_4559; // "AUDREY"
