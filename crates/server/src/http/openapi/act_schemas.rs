@@ -193,8 +193,8 @@ pub(crate) struct RuleInput {
     action: Option<CommandAction>,
 }
 
-/// A stored rule: the fields as sent (absent optional fields stay absent) plus its id and
-/// times.
+/// A stored rule: the fields of a rule as sent (absent optional fields stay absent) plus its
+/// id and times.
 #[derive(Serialize, ToSchema)]
 #[schema(example = json!({"id": "0196a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a61", "name": "hot hangar",
     "scope": {"type": "location", "id": "hangar-1"}, "metric": "temperature", "condition": ">",
@@ -202,8 +202,33 @@ pub(crate) struct RuleInput {
     "created_at": "2026-05-01T12:00:00Z", "updated_at": "2026-05-01T12:00:00Z"}))]
 pub(crate) struct Rule {
     id: String,
-    #[serde(flatten)]
-    input: RuleInput,
+    // The fields of `RuleInput`, repeated: flattening it would carry its
+    // `additionalProperties: false` into this answer and forbid `id` and the times.
+    name: String,
+    scope: RuleScope,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    metric: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    condition: Option<Condition>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    threshold: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    range: Option<[f64; 2]>,
+    for_seconds: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    clear_threshold: Option<f64>,
+    severity: Severity,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    no_data_seconds: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    action: Option<CommandAction>,
     #[schema(format = DateTime)]
     created_at: String,
     #[schema(format = DateTime)]
