@@ -27,7 +27,7 @@ struct CommandRequest {
 }
 
 #[utoipa::path(post, path = "/api/v1/sensors/{id}/commands", tag = "commands",
-    params(("id" = String, Path, description = "The sensor's id")),
+    params(("id" = String, Path, description = "The sensor's id", example = "th-0001")),
     request_body = schemas::CommandRequest,
     responses((status = 201, description = "The queued command", body = schemas::Command)))]
 pub(crate) async fn create(
@@ -76,7 +76,7 @@ async fn list_commands(
 }
 
 #[utoipa::path(get, path = "/api/v1/sensors/{id}/commands", tag = "commands",
-    params(("id" = String, Path, description = "The sensor's id"), CommandsQuery),
+    params(("id" = String, Path, description = "The sensor's id", example = "th-0001"), CommandsQuery),
     responses((status = 200, description = "The sensor's commands, newest first", body = schemas::CommandList)))]
 pub(crate) async fn list_for_sensor(
     State(state): State<AppState>,

@@ -76,7 +76,7 @@ pub(crate) async fn status_log(
 }
 
 #[utoipa::path(get, path = "/api/v1/sensors/{id}/status", tag = "health",
-    params(("id" = String, Path, description = "The sensor's id")),
+    params(("id" = String, Path, description = "The sensor's id", example = "th-0001")),
     responses((status = 200, description = "The sensor's status and its last 100 changes", body = schemas::SensorStatus)))]
 pub(crate) async fn sensor_status(
     State(state): State<AppState>,
@@ -111,7 +111,7 @@ async fn set_decommissioned(
 }
 
 #[utoipa::path(post, path = "/api/v1/sensors/{id}/decommission", tag = "health",
-    params(("id" = String, Path, description = "The sensor's id")),
+    params(("id" = String, Path, description = "The sensor's id", example = "th-0001")),
     responses((status = 200, description = "The sensor is decommissioned: no alerts, no offline status", body = schemas::CommissionStatus)))]
 pub(crate) async fn decommission(
     State(state): State<AppState>,
@@ -122,7 +122,7 @@ pub(crate) async fn decommission(
 }
 
 #[utoipa::path(delete, path = "/api/v1/sensors/{id}/decommission", tag = "health",
-    params(("id" = String, Path, description = "The sensor's id")),
+    params(("id" = String, Path, description = "The sensor's id", example = "th-0001")),
     responses((status = 200, description = "The sensor is back in service (online, or offline when silent)", body = schemas::CommissionStatus)))]
 pub(crate) async fn recommission(
     State(state): State<AppState>,

@@ -11,6 +11,21 @@
 use serde::Serialize;
 use utoipa::ToSchema;
 
+/// The kinds of event (and what a webhook subscribes to).
+#[derive(Serialize, ToSchema)]
+pub(crate) enum EventType {
+    #[serde(rename = "alert.raised")]
+    AlertRaised,
+    #[serde(rename = "alert.cleared")]
+    AlertCleared,
+    #[serde(rename = "sensor.status_changed")]
+    SensorStatusChanged,
+    #[serde(rename = "quality.finding")]
+    QualityFinding,
+    #[serde(rename = "command.updated")]
+    CommandUpdated,
+}
+
 /// Something the engine decided (an alert raised or cleared, a status change, a quality
 /// finding, a command update); `data` depends on the type.
 #[derive(Serialize, ToSchema)]
@@ -19,9 +34,8 @@ use utoipa::ToSchema;
     "data": {"alert_id": "0196a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a60", "severity": "major", "value": 31.5}}))]
 pub(crate) struct Event {
     id: String,
-    /// alert.raised, alert.cleared, sensor.status_changed, quality.finding or command.updated.
     #[serde(rename = "type")]
-    kind: String,
+    kind: EventType,
     #[schema(format = DateTime)]
     at: String,
     /// Absent for events that concern no single sensor.
@@ -255,9 +269,9 @@ pub(crate) struct SubscriptionFilter {
 pub(crate) struct SubscriptionInput {
     /// An absolute http or https URL.
     url: String,
-    /// At least one of alert.raised, alert.cleared, sensor.status_changed, quality.finding,
-    /// command.updated.
-    event_types: Vec<String>,
+    /// At least one.
+    #[schema(min_items = 1)]
+    event_types: Vec<EventType>,
     #[serde(default)]
     filter: SubscriptionFilter,
     /// At least 16 characters.
@@ -276,7 +290,7 @@ pub(crate) struct SubscriptionInput {
 pub(crate) struct Subscription {
     id: String,
     url: String,
-    event_types: Vec<String>,
+    event_types: Vec<EventType>,
     filter: SubscriptionFilter,
     /// False after too many failed deliveries in a row (or when created disabled).
     enabled: bool,
