@@ -15,6 +15,9 @@
 //!   (`assigned_ids` present) copies into a temporary staging table and moves the rows with
 //!   `INSERT .. ON CONFLICT DO NOTHING`, so ids already stored are recognised. Every append
 //!   is one transaction committed with `synchronous_commit` on: `Ok` means durable.
+//! - Statistics and time buckets are computed by the server (`stats`); radius searches take a
+//!   latitude/longitude box from SQL and decide with the shared haversine in Rust (`geo`), so
+//!   both backends answer the same. Staged changes finish once by a conditional UPDATE.
 //!
 //! The trait is synchronous, so the store owns a small tokio runtime and blocks on it; its
 //! callers are the committer thread and `spawn_blocking` threads, never async tasks.

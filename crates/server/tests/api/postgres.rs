@@ -1,5 +1,5 @@
-//! The HTTP API on a PostgreSQL store: registry, ingest (with dedup) and queries through a
-//! real client, on a fresh database per test. Runs when `AUDREY_TEST_POSTGRES_URL` is set;
+//! The HTTP API on a PostgreSQL store: registry, ingest (with dedup), queries, radius
+//! searches, statistics and staged changes through a real client, on a fresh database per test. Runs when `AUDREY_TEST_POSTGRES_URL` is set;
 //! otherwise prints a notice and passes, except under `CI`, where it fails.
 
 use std::sync::Arc;
@@ -205,5 +205,115 @@ async fn registry_ingest_and_queries_work_on_postgresql() {
     assert!(deleted.status().is_success(), "{}", deleted.status());
     let sensors = app.json("/api/v1/sensors").await;
     assert_eq!(sensors["items"].as_array().unwrap().len(), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn radius_statistics_and_staged_changes_work_on_postgresql() {
+    let Some(app) = PostgresApp::spawn().await else {
+        return;
+    };
+    // Potsdam ~27 km from Berlin, Hamburg ~255 km, Munich ~505 km.
+    let places = [
+        ("potsdam", 52.39, 13.06, "Potsdam"),
+        ("hamburg", 53.55, 9.99, "Hamburg"),
+        ("munich", 48.14, 11.58, "Munich"),
+    ];
+    for (id, latitude, longitude, city) in places {
+        let body = json!({"name": city, "city": city, "country": "DE", "latitude": latitude,
+                          "longitude": longitude, "timezone": "Europe/Berlin"});
+        let response = app
+            .send(Method::PUT, &format!("/api/v1/locations/{id}"), Some(&body))
+            .await;
+        assert!(response.status().is_success(), "{}", response.status());
+        let sensor = json!({"kind": "climate", "location_id": id});
+        let response = app
+            .send(
+                Method::PUT,
+                &format!("/api/v1/sensors/dev-{id}"),
+                Some(&sensor),
+            )
+            .await;
+        assert!(response.status().is_success(), "{}", response.status());
+    }
+    let mut batch = Vec::new();
+    for (index, (id, ..)) in places.iter().enumerate() {
+        for step in 1..=4i64 {
+            let value = (index as f64 + 1.0) * 10.0 + step as f64;
+            batch.push(reading(&format!("dev-{id}"), step * 60, value));
+        }
+    }
+    let response = app
+        .send(Method::POST, "/api/v1/readings", Some(&Value::Array(batch)))
+        .await;
+    assert!(response.status().is_success(), "{}", response.status());
+
+    let near = app
+        .json("/api/v1/locations/near?lat=52.52&lon=13.40&radius_km=300")
+        .await;
+    let ids: Vec<&str> = near["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["potsdam", "hamburg"], "nearest first: {near}");
+    let distance = near["items"][0]["distance_km"].as_f64().unwrap();
+    assert!((distance - 27.0).abs() < 2.0, "{distance}");
+    let nearby = app
+        .json("/api/v1/readings?near_lat=52.52&near_lon=13.40&radius_km=30&limit=100")
+        .await;
+    let sensors: std::collections::BTreeSet<&str> = nearby["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["sensor_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(sensors.into_iter().collect::<Vec<_>>(), ["dev-potsdam"]);
+    let near_sensors = app
+        .json("/api/v1/sensors?near_lat=52.52&near_lon=13.40&radius_km=300")
+        .await;
+    assert_eq!(near_sensors["items"].as_array().unwrap().len(), 2);
+
+    let stats = app
+        .json("/api/v1/stats?metric=temperature&group_by=city&percentiles=50")
+        .await;
+    let groups = stats["groups"].as_array().unwrap();
+    let keys: Vec<&str> = groups
+        .iter()
+        .map(|group| group["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["Hamburg", "Munich", "Potsdam"], "{stats}");
+    // Hamburg holds 21..=24: mean 22.5, median 22.5.
+    assert_eq!(groups[0]["count"], 4, "{stats}");
+    assert_eq!(groups[0]["mean"], 22.5, "{stats}");
+    let buckets = app
+        .json("/api/v1/readings/aggregate?sensor=dev-munich&metric=temperature&bucket=1d&agg=count,max")
+        .await;
+    let counted: u64 = buckets["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|bucket| bucket["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(counted, 4, "{buckets}");
+
+    // A staged delete applies once; its link is gone afterwards.
+    let removed = app
+        .send(Method::DELETE, "/api/v1/sensors/dev-munich", None)
+        .await;
+    assert!(removed.status().is_success(), "{}", removed.status());
+    let staged = app
+        .send(Method::GET, "/api/v1/locations/munich/delete", None)
+        .await;
+    assert_eq!(staged.status(), StatusCode::ACCEPTED);
+    let staged: Value = staged.json().await.unwrap();
+    let link = staged["confirm_url"].as_str().unwrap().to_string();
+    assert_eq!(app.json("/api/v1/staged").await["count"], 1);
+    let applied = app.send(Method::POST, &link, None).await;
+    assert_eq!(applied.status(), StatusCode::OK);
+    let again = app.send(Method::POST, &link, None).await;
+    assert_eq!(again.status(), StatusCode::GONE);
+    assert_eq!(app.json("/api/v1/staged").await["count"], 0);
     app.stop().await;
 }
