@@ -421,6 +421,39 @@ mod tests {
     }
 
     #[test]
+    fn durations_beyond_their_bounds_are_refused_by_field_not_overflowed() {
+        let paths = |json: serde_json::Value| -> Vec<String> {
+            match input(json).parse("r".into(), Millis(0), Millis(0)) {
+                Err(ActError::Invalid(errors)) => errors.into_iter().map(|e| e.path).collect(),
+                other => panic!("expected invalid, got {other:?}"),
+            }
+        };
+        assert_eq!(
+            paths(
+                serde_json::json!({"scope": {"type": "all"}, "no_data_seconds": u64::MAX, "severity": "major"})
+            ),
+            ["no_data_seconds"]
+        );
+        assert_eq!(
+            paths(
+                serde_json::json!({"scope": {"type": "all"}, "metric": "t", "condition": ">", "threshold": 1,
+                "for_seconds": u64::MAX, "severity": "major",
+                "action": {"name": "fan_on", "ttl_seconds": MAX_COMMAND_TTL_SECONDS + 1}})
+            ),
+            ["for_seconds", "action.ttl_seconds"]
+        );
+        let longest = input(serde_json::json!({"scope": {"type": "all"}, "no_data_seconds": MAX_DURATION_SECONDS, "severity": "major"}))
+            .parse("r".into(), Millis(0), Millis(0))
+            .expect("one year is allowed");
+        assert_eq!(
+            longest.check,
+            Check::NoData {
+                for_ms: MAX_DURATION_SECONDS as i64 * 1000
+            }
+        );
+    }
+
+    #[test]
     fn hysteresis_clears_only_below_the_clear_threshold() {
         let rule = input(serde_json::json!({"scope": {"type": "all"}, "metric": "t", "condition": ">", "threshold": 30, "clear_threshold": 28, "severity": "major"}))
             .parse("r".into(), Millis(0), Millis(0))
