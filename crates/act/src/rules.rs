@@ -70,6 +70,16 @@ pub struct CommandAction {
     pub ttl_seconds: u64,
 }
 
+/// The longest `for_seconds` or `no_data_seconds` a rule may ask for: one year.
+pub const MAX_DURATION_SECONDS: u64 = 365 * 86_400;
+/// The longest time to live of a command a rule issues (the same bound as the API's).
+pub const MAX_COMMAND_TTL_SECONDS: u64 = 30 * 86_400;
+
+/// Seconds as milliseconds, saturating (callers bound the input first).
+fn duration_ms(seconds: u64) -> i64 {
+    i64::try_from(seconds.saturating_mul(1000)).unwrap_or(i64::MAX)
+}
+
 /// A rule as the API accepts and answers it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -138,11 +148,11 @@ impl RuleInput {
         };
         let check = match self.no_data_seconds {
             Some(seconds) => {
-                if seconds == 0 {
+                if seconds == 0 || seconds > MAX_DURATION_SECONDS {
                     errors.push(FieldError::new(
                         "no_data_seconds",
                         Reason::OutOfRange,
-                        "must be at least 1",
+                        "must be between 1 and 31536000 (one year)",
                     ));
                 }
                 for (path, present) in [
@@ -159,7 +169,7 @@ impl RuleInput {
                     }
                 }
                 Check::NoData {
-                    for_ms: seconds as i64 * 1000,
+                    for_ms: duration_ms(seconds),
                 }
             }
             None => {
@@ -223,7 +233,7 @@ impl RuleInput {
                     threshold,
                     high,
                     clear: self.clear_threshold,
-                    for_ms: self.for_seconds as i64 * 1000,
+                    for_ms: duration_ms(self.for_seconds),
                 }
             }
         };
@@ -237,6 +247,13 @@ impl RuleInput {
             }
             _ => {}
         }
+        if self.for_seconds > MAX_DURATION_SECONDS {
+            errors.push(FieldError::new(
+                "for_seconds",
+                Reason::OutOfRange,
+                "must be at most 31536000 (one year)",
+            ));
+        }
         if let Some(action) = &self.action {
             if action.name.is_empty() {
                 errors.push(FieldError::new(
@@ -245,11 +262,11 @@ impl RuleInput {
                     "must name the command",
                 ));
             }
-            if action.ttl_seconds == 0 {
+            if action.ttl_seconds == 0 || action.ttl_seconds > MAX_COMMAND_TTL_SECONDS {
                 errors.push(FieldError::new(
                     "action.ttl_seconds",
                     Reason::OutOfRange,
-                    "must be at least 1",
+                    "must be between 1 and 2592000 (30 days)",
                 ));
             }
         }
@@ -401,6 +418,39 @@ mod tests {
             panic!("expected invalid");
         };
         assert_eq!(errors[0].path, "clear_threshold");
+    }
+
+    #[test]
+    fn durations_beyond_their_bounds_are_refused_by_field_not_overflowed() {
+        let paths = |json: serde_json::Value| -> Vec<String> {
+            match input(json).parse("r".into(), Millis(0), Millis(0)) {
+                Err(ActError::Invalid(errors)) => errors.into_iter().map(|e| e.path).collect(),
+                other => panic!("expected invalid, got {other:?}"),
+            }
+        };
+        assert_eq!(
+            paths(
+                serde_json::json!({"scope": {"type": "all"}, "no_data_seconds": u64::MAX, "severity": "major"})
+            ),
+            ["no_data_seconds"]
+        );
+        assert_eq!(
+            paths(
+                serde_json::json!({"scope": {"type": "all"}, "metric": "t", "condition": ">", "threshold": 1,
+                "for_seconds": u64::MAX, "severity": "major",
+                "action": {"name": "fan_on", "ttl_seconds": MAX_COMMAND_TTL_SECONDS + 1}})
+            ),
+            ["for_seconds", "action.ttl_seconds"]
+        );
+        let longest = input(serde_json::json!({"scope": {"type": "all"}, "no_data_seconds": MAX_DURATION_SECONDS, "severity": "major"}))
+            .parse("r".into(), Millis(0), Millis(0))
+            .expect("one year is allowed");
+        assert_eq!(
+            longest.check,
+            Check::NoData {
+                for_ms: MAX_DURATION_SECONDS as i64 * 1000
+            }
+        );
     }
 
     #[test]

@@ -1,61 +1,19 @@
 //! The act API over HTTP: events, the status log, alerts, rules, webhook subscriptions and
-//! deliveries, commands, decommissioning. Plain axum routes added by [`routes`]; every handler
-//! parses its input, checks the scope, and calls the act engine on a blocking thread.
+//! deliveries, commands, decommissioning. Every handler carries `#[utoipa::path]` and is
+//! registered in `http/routes.rs` (router and OpenAPI document together); its wire shapes are
+//! described in `openapi/act_schemas.rs`. Every handler parses its input, checks the scope,
+//! and calls the act engine on a blocking thread.
 
-mod commands;
-mod monitoring;
-mod webhooks;
+pub(crate) mod commands;
+pub(crate) mod monitoring;
+pub(crate) mod webhooks;
 
 use std::sync::Arc;
-
-use axum::Router;
-use axum::routing::{get, post};
 
 use audrey_act::Engine;
 use audrey_model::ErrorCode;
 
 use crate::{ApiError, AppState};
-
-pub(crate) fn routes(api: Router<AppState>) -> Router<AppState> {
-    api.route("/events", get(monitoring::events))
-        .route("/status-log", get(monitoring::status_log))
-        .route("/sensors/{id}/status", get(monitoring::sensor_status))
-        .route(
-            "/sensors/{id}/decommission",
-            post(monitoring::decommission).delete(monitoring::recommission),
-        )
-        .route("/alerts", get(monitoring::alerts))
-        .route("/alerts/{id}", get(monitoring::alert))
-        .route("/alerts/{id}/acknowledge", post(monitoring::acknowledge))
-        .route(
-            "/rules",
-            get(monitoring::rules).post(monitoring::create_rule),
-        )
-        .route(
-            "/rules/{id}",
-            get(monitoring::rule)
-                .put(monitoring::replace_rule)
-                .delete(monitoring::delete_rule),
-        )
-        .route("/webhooks", get(webhooks::list).post(webhooks::create))
-        .route(
-            "/webhooks/{id}",
-            get(webhooks::get_one)
-                .patch(webhooks::patch)
-                .delete(webhooks::delete),
-        )
-        .route("/webhooks/{id}/deliveries", get(webhooks::deliveries))
-        .route("/deliveries", get(webhooks::all_deliveries))
-        .route("/deliveries/{id}/attempts", get(webhooks::attempts))
-        .route("/deliveries/{id}/redeliver", post(webhooks::redeliver))
-        .route(
-            "/sensors/{id}/commands",
-            get(commands::list_for_sensor).post(commands::create),
-        )
-        .route("/commands", get(commands::list))
-        .route("/commands/{id}", get(commands::get_one))
-        .route("/commands/{id}/cancel", post(commands::cancel))
-}
 
 /// Runs `work` with the act engine on a blocking thread.
 pub(crate) async fn with_engine<T: Send + 'static>(

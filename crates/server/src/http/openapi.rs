@@ -5,6 +5,7 @@
 //! with `routes!` in `http/routes.rs`, which adds it to the router and to this document in one
 //! step. This module must never list paths by hand.
 
+pub(crate) mod act_schemas;
 pub(crate) mod parameters;
 pub(crate) mod schemas;
 
@@ -30,7 +31,8 @@ pub const DOCS_PATH: &str = "/docs";
     info(
         title = "Audrey",
         description = "Audrey's HTTP API: ingest readings, query them, manage the registry of \
-            locations and sensors, tokens and staged changes. Every route under /api/v1 needs \
+            locations and sensors, tokens and staged changes; act on data with rules, alerts, \
+            webhooks and device commands. Every route under /api/v1 needs \
             `Authorization: Bearer <token>` (scopes: admin implies write and read). Every path \
             answers OPTIONS with an Allow header. Single records carry an ETag; send it back in \
             If-Match to write safely (412 on a lost update) or in If-None-Match to read cheaply \
@@ -46,6 +48,12 @@ pub const DOCS_PATH: &str = "/docs";
         (name = "sensors", description = "Registered devices"),
         (name = "tokens", description = "Bearer tokens (admin)"),
         (name = "statistics", description = "Summaries per group and time buckets over readings"),
+        (name = "health", description = "Sensor status (online, offline, faulty, decommissioned) and its log"),
+        (name = "events", description = "What the act engine decided: alerts raised and cleared, status changes, quality findings, command updates"),
+        (name = "alerts", description = "Alerts raised by rules, acknowledged by operators, cleared by readings"),
+        (name = "rules", description = "Threshold and no-data rules the engine checks every reading against"),
+        (name = "webhooks", description = "Webhook subscriptions, their signed deliveries and attempts (admin)"),
+        (name = "commands", description = "Commands queued for devices, with a time to live"),
         (name = "staged", description = "Two-step changes applied by following a confirmation link"),
         (name = "operations", description = "Health, readiness, metrics and this document; no token needed"),
     )

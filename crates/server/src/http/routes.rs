@@ -12,6 +12,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::act::{commands, monitoring, webhooks};
 use super::{
     geo, import, locations, openapi, operations, readings, sensors, staged, stats, tokens,
 };
@@ -49,6 +50,33 @@ pub(crate) fn declared() -> OpenApiRouter<AppState> {
         .routes(routes!(staged::list))
         .routes(routes!(staged::cancel))
         .routes(routes!(staged::preview, staged::confirm))
+        .routes(routes!(monitoring::events))
+        .routes(routes!(monitoring::status_log))
+        .routes(routes!(monitoring::sensor_status))
+        .routes(routes!(monitoring::decommission, monitoring::recommission))
+        .routes(routes!(monitoring::alerts))
+        .routes(routes!(monitoring::alert))
+        .routes(routes!(monitoring::acknowledge))
+        .routes(routes!(monitoring::rules, monitoring::create_rule))
+        .routes(routes!(
+            monitoring::rule,
+            monitoring::replace_rule,
+            monitoring::delete_rule
+        ))
+        .routes(routes!(webhooks::list, webhooks::create))
+        .routes(routes!(
+            webhooks::get_one,
+            webhooks::patch,
+            webhooks::delete
+        ))
+        .routes(routes!(webhooks::deliveries))
+        .routes(routes!(webhooks::all_deliveries))
+        .routes(routes!(webhooks::attempts))
+        .routes(routes!(webhooks::redeliver))
+        .routes(routes!(commands::list_for_sensor, commands::create))
+        .routes(routes!(commands::list))
+        .routes(routes!(commands::get_one))
+        .routes(routes!(commands::cancel))
         .routes(routes!(openapi::document))
         .routes(routes!(operations::healthz))
         .routes(routes!(operations::readyz))

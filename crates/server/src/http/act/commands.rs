@@ -11,6 +11,8 @@ use audrey_model::{FieldError, Reason};
 
 use super::{list_body, with_engine};
 use crate::auth::{Principal, Scope};
+use crate::http::openapi::parameters::CommandsQuery;
+use crate::http::openapi::{act_schemas as schemas, schemas::ErrorBody};
 use crate::http::params::{Problems, QueryParams, json_body, read_body, sensor_in_path};
 use crate::{ApiError, AppState};
 
@@ -24,6 +26,10 @@ struct CommandRequest {
     ttl: u64,
 }
 
+#[utoipa::path(post, path = "/api/v1/sensors/{id}/commands", tag = "commands",
+    params(("id" = String, Path, description = "The sensor's id", example = "th-0001")),
+    request_body = schemas::CommandRequest,
+    responses((status = 201, description = "The queued command", body = schemas::Command)))]
 pub(crate) async fn create(
     State(state): State<AppState>,
     principal: Principal,
@@ -69,6 +75,9 @@ async fn list_commands(
     Ok(list_body(commands, None).into_response())
 }
 
+#[utoipa::path(get, path = "/api/v1/sensors/{id}/commands", tag = "commands",
+    params(("id" = String, Path, description = "The sensor's id", example = "th-0001"), CommandsQuery),
+    responses((status = 200, description = "The sensor's commands, newest first", body = schemas::CommandList)))]
 pub(crate) async fn list_for_sensor(
     State(state): State<AppState>,
     principal: Principal,
@@ -80,6 +89,9 @@ pub(crate) async fn list_for_sensor(
     list_commands(state, Some(sensor.to_string()), query).await
 }
 
+#[utoipa::path(get, path = "/api/v1/commands", tag = "commands",
+    params(CommandsQuery),
+    responses((status = 200, description = "Commands to every sensor, newest first", body = schemas::CommandList)))]
 pub(crate) async fn list(
     State(state): State<AppState>,
     principal: Principal,
@@ -89,6 +101,9 @@ pub(crate) async fn list(
     list_commands(state, None, query).await
 }
 
+#[utoipa::path(get, path = "/api/v1/commands/{id}", tag = "commands",
+    params(("id" = String, Path, description = "The command's id")),
+    responses((status = 200, description = "The command", body = schemas::Command)))]
 pub(crate) async fn get_one(
     State(state): State<AppState>,
     principal: Principal,
@@ -99,6 +114,11 @@ pub(crate) async fn get_one(
     Ok(Json(command).into_response())
 }
 
+#[utoipa::path(post, path = "/api/v1/commands/{id}/cancel", tag = "commands",
+    params(("id" = String, Path, description = "The command's id")),
+    responses(
+        (status = 200, description = "The cancelled command", body = schemas::Command),
+        (status = 409, description = "The command is already in the device's hands or finished", body = ErrorBody)))]
 pub(crate) async fn cancel(
     State(state): State<AppState>,
     principal: Principal,

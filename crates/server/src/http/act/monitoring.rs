@@ -11,9 +11,14 @@ use audrey_model::{FieldError, Reason};
 
 use super::{list_body, with_engine};
 use crate::auth::{Principal, Scope};
+use crate::http::openapi::parameters::{AlertsQuery, EventsQuery, StatusLogQuery};
+use crate::http::openapi::{act_schemas as schemas, schemas::ErrorBody};
 use crate::http::params::{Problems, QueryParams, json_body, read_body, sensor_in_path};
 use crate::{ApiError, AppState};
 
+#[utoipa::path(get, path = "/api/v1/events", tag = "events",
+    params(EventsQuery),
+    responses((status = 200, description = "Events, by when they were recorded", body = schemas::EventList)))]
 pub(crate) async fn events(
     State(state): State<AppState>,
     principal: Principal,
@@ -49,6 +54,9 @@ pub(crate) async fn events(
     Ok(list_body(items, next).into_response())
 }
 
+#[utoipa::path(get, path = "/api/v1/status-log", tag = "health",
+    params(StatusLogQuery),
+    responses((status = 200, description = "Status changes, newest first", body = schemas::StatusChangeList)))]
 pub(crate) async fn status_log(
     State(state): State<AppState>,
     principal: Principal,
@@ -67,6 +75,9 @@ pub(crate) async fn status_log(
     Ok(list_body(log, None).into_response())
 }
 
+#[utoipa::path(get, path = "/api/v1/sensors/{id}/status", tag = "health",
+    params(("id" = String, Path, description = "The sensor's id", example = "th-0001")),
+    responses((status = 200, description = "The sensor's status and its last 100 changes", body = schemas::SensorStatus)))]
 pub(crate) async fn sensor_status(
     State(state): State<AppState>,
     principal: Principal,
@@ -99,6 +110,9 @@ async fn set_decommissioned(
     Ok(Json(serde_json::json!({ "sensor_id": id, "status": status })).into_response())
 }
 
+#[utoipa::path(post, path = "/api/v1/sensors/{id}/decommission", tag = "health",
+    params(("id" = String, Path, description = "The sensor's id", example = "th-0001")),
+    responses((status = 200, description = "The sensor is decommissioned: no alerts, no offline status", body = schemas::CommissionStatus)))]
 pub(crate) async fn decommission(
     State(state): State<AppState>,
     principal: Principal,
@@ -107,6 +121,9 @@ pub(crate) async fn decommission(
     set_decommissioned(state, principal, id, true).await
 }
 
+#[utoipa::path(delete, path = "/api/v1/sensors/{id}/decommission", tag = "health",
+    params(("id" = String, Path, description = "The sensor's id", example = "th-0001")),
+    responses((status = 200, description = "The sensor is back in service (online, or offline when silent)", body = schemas::CommissionStatus)))]
 pub(crate) async fn recommission(
     State(state): State<AppState>,
     principal: Principal,
@@ -115,6 +132,9 @@ pub(crate) async fn recommission(
     set_decommissioned(state, principal, id, false).await
 }
 
+#[utoipa::path(get, path = "/api/v1/alerts", tag = "alerts",
+    params(AlertsQuery),
+    responses((status = 200, description = "Alerts, newest first", body = schemas::AlertList)))]
 pub(crate) async fn alerts(
     State(state): State<AppState>,
     principal: Principal,
@@ -146,6 +166,9 @@ pub(crate) async fn alerts(
     Ok(list_body(alerts, None).into_response())
 }
 
+#[utoipa::path(get, path = "/api/v1/alerts/{id}", tag = "alerts",
+    params(("id" = String, Path, description = "The alert's id")),
+    responses((status = 200, description = "The alert", body = schemas::Alert)))]
 pub(crate) async fn alert(
     State(state): State<AppState>,
     principal: Principal,
@@ -156,6 +179,11 @@ pub(crate) async fn alert(
     Ok(Json(alert).into_response())
 }
 
+#[utoipa::path(post, path = "/api/v1/alerts/{id}/acknowledge", tag = "alerts",
+    params(("id" = String, Path, description = "The alert's id")),
+    responses(
+        (status = 200, description = "The acknowledged alert", body = schemas::Alert),
+        (status = 409, description = "The alert is already cleared", body = ErrorBody)))]
 pub(crate) async fn acknowledge(
     State(state): State<AppState>,
     principal: Principal,
@@ -166,6 +194,8 @@ pub(crate) async fn acknowledge(
     Ok(Json(alert).into_response())
 }
 
+#[utoipa::path(get, path = "/api/v1/rules", tag = "rules",
+    responses((status = 200, description = "Every rule", body = schemas::RuleList)))]
 pub(crate) async fn rules(
     State(state): State<AppState>,
     principal: Principal,
@@ -175,6 +205,9 @@ pub(crate) async fn rules(
     Ok(list_body(rules, None).into_response())
 }
 
+#[utoipa::path(get, path = "/api/v1/rules/{id}", tag = "rules",
+    params(("id" = String, Path, description = "The rule's id")),
+    responses((status = 200, description = "The rule", body = schemas::Rule)))]
 pub(crate) async fn rule(
     State(state): State<AppState>,
     principal: Principal,
@@ -185,6 +218,9 @@ pub(crate) async fn rule(
     Ok(Json(rule).into_response())
 }
 
+#[utoipa::path(post, path = "/api/v1/rules", tag = "rules",
+    request_body = schemas::RuleInput,
+    responses((status = 201, description = "The new rule, in force for the next reading", body = schemas::Rule)))]
 pub(crate) async fn create_rule(
     State(state): State<AppState>,
     principal: Principal,
@@ -198,6 +234,10 @@ pub(crate) async fn create_rule(
     Ok((StatusCode::CREATED, Json(rule)).into_response())
 }
 
+#[utoipa::path(put, path = "/api/v1/rules/{id}", tag = "rules",
+    params(("id" = String, Path, description = "The rule's id")),
+    request_body = schemas::RuleInput,
+    responses((status = 200, description = "The replaced rule", body = schemas::Rule)))]
 pub(crate) async fn replace_rule(
     State(state): State<AppState>,
     principal: Principal,
@@ -212,6 +252,9 @@ pub(crate) async fn replace_rule(
     Ok(Json(rule).into_response())
 }
 
+#[utoipa::path(delete, path = "/api/v1/rules/{id}", tag = "rules",
+    params(("id" = String, Path, description = "The rule's id")),
+    responses((status = 204, description = "Deleted")))]
 pub(crate) async fn delete_rule(
     State(state): State<AppState>,
     principal: Principal,

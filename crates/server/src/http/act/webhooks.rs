@@ -10,9 +10,14 @@ use audrey_act::SubscriptionInput;
 
 use super::{list_body, with_engine};
 use crate::auth::{Principal, Scope};
+use crate::http::openapi::act_schemas as schemas;
+use crate::http::openapi::parameters::LimitQuery;
 use crate::http::params::{QueryParams, json_body, read_body};
 use crate::{ApiError, AppState};
 
+#[utoipa::path(post, path = "/api/v1/webhooks", tag = "webhooks",
+    request_body = schemas::SubscriptionInput,
+    responses((status = 201, description = "The new subscription (its secret is not shown again)", body = schemas::Subscription)))]
 pub(crate) async fn create(
     State(state): State<AppState>,
     principal: Principal,
@@ -26,6 +31,8 @@ pub(crate) async fn create(
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
+#[utoipa::path(get, path = "/api/v1/webhooks", tag = "webhooks",
+    responses((status = 200, description = "Every subscription", body = schemas::SubscriptionList)))]
 pub(crate) async fn list(
     State(state): State<AppState>,
     principal: Principal,
@@ -35,6 +42,9 @@ pub(crate) async fn list(
     Ok(list_body(subscriptions, None).into_response())
 }
 
+#[utoipa::path(get, path = "/api/v1/webhooks/{id}", tag = "webhooks",
+    params(("id" = String, Path, description = "The subscription's id")),
+    responses((status = 200, description = "The subscription", body = schemas::Subscription)))]
 pub(crate) async fn get_one(
     State(state): State<AppState>,
     principal: Principal,
@@ -52,6 +62,10 @@ struct Patch {
 }
 
 /// `{"enabled": true}` re-enables a disabled subscription (and resets its failure count).
+#[utoipa::path(patch, path = "/api/v1/webhooks/{id}", tag = "webhooks",
+    params(("id" = String, Path, description = "The subscription's id")),
+    request_body = schemas::SubscriptionPatch,
+    responses((status = 200, description = "The subscription", body = schemas::Subscription)))]
 pub(crate) async fn patch(
     State(state): State<AppState>,
     principal: Principal,
@@ -69,6 +83,9 @@ pub(crate) async fn patch(
     Ok(Json(subscription).into_response())
 }
 
+#[utoipa::path(delete, path = "/api/v1/webhooks/{id}", tag = "webhooks",
+    params(("id" = String, Path, description = "The subscription's id")),
+    responses((status = 204, description = "Deleted")))]
 pub(crate) async fn delete(
     State(state): State<AppState>,
     principal: Principal,
@@ -79,6 +96,9 @@ pub(crate) async fn delete(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+#[utoipa::path(get, path = "/api/v1/webhooks/{id}/deliveries", tag = "webhooks",
+    params(("id" = String, Path, description = "The subscription's id"), LimitQuery),
+    responses((status = 200, description = "The subscription's deliveries, newest first", body = schemas::DeliveryList)))]
 pub(crate) async fn deliveries(
     State(state): State<AppState>,
     principal: Principal,
@@ -98,6 +118,9 @@ pub(crate) async fn deliveries(
     Ok(list_body(deliveries, None).into_response())
 }
 
+#[utoipa::path(get, path = "/api/v1/deliveries", tag = "webhooks",
+    params(LimitQuery),
+    responses((status = 200, description = "Deliveries to every subscription, newest first", body = schemas::DeliveryList)))]
 pub(crate) async fn all_deliveries(
     State(state): State<AppState>,
     principal: Principal,
@@ -112,6 +135,9 @@ pub(crate) async fn all_deliveries(
     Ok(list_body(deliveries, None).into_response())
 }
 
+#[utoipa::path(get, path = "/api/v1/deliveries/{id}/attempts", tag = "webhooks",
+    params(("id" = String, Path, description = "The delivery's id")),
+    responses((status = 200, description = "Every attempt to deliver it", body = schemas::AttemptList)))]
 pub(crate) async fn attempts(
     State(state): State<AppState>,
     principal: Principal,
@@ -122,6 +148,9 @@ pub(crate) async fn attempts(
     Ok(list_body(attempts, None).into_response())
 }
 
+#[utoipa::path(post, path = "/api/v1/deliveries/{id}/redeliver", tag = "webhooks",
+    params(("id" = String, Path, description = "The delivery's id")),
+    responses((status = 202, description = "The delivery, pending again and due now", body = schemas::Delivery)))]
 pub(crate) async fn redeliver(
     State(state): State<AppState>,
     principal: Principal,

@@ -192,3 +192,84 @@ pub(crate) struct AggregateQuery {
     #[param(example = "2026-05-02T00:00:00Z")]
     to: Option<String>,
 }
+
+/// The size of a list that has no other filter.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct LimitQuery {
+    /// Most items answered.
+    #[param(minimum = 1, maximum = 10000, example = 100)]
+    limit: Option<u32>,
+}
+
+/// Events, filtered and paged.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct EventsQuery {
+    /// Only events of this type (e.g. `alert.raised`).
+    #[param(rename = "type", example = "alert.raised")]
+    kind: Option<String>,
+    /// Only events about this sensor.
+    #[param(example = "th-0001")]
+    sensor: Option<String>,
+    /// The `next_cursor` of the previous page.
+    cursor: Option<String>,
+    #[param(minimum = 1, maximum = 1000, example = 100)]
+    limit: Option<u32>,
+}
+
+/// The status log, optionally of one sensor.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct StatusLogQuery {
+    /// Only this sensor's changes.
+    #[param(example = "th-0001")]
+    sensor: Option<String>,
+    #[param(minimum = 1, maximum = 10000, example = 100)]
+    limit: Option<u32>,
+}
+
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
+pub(crate) enum AlertStatusName {
+    Active,
+    Acknowledged,
+    Cleared,
+}
+
+/// Alerts, filtered.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct AlertsQuery {
+    #[param(inline)]
+    status: Option<AlertStatusName>,
+    /// Only this sensor's alerts.
+    #[param(example = "th-0001")]
+    sensor: Option<String>,
+    /// Only alerts this rule raised.
+    rule: Option<String>,
+    #[param(minimum = 1, maximum = 10000, example = 100)]
+    limit: Option<u32>,
+}
+
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
+pub(crate) enum CommandStatusName {
+    Queued,
+    Sent,
+    Delivered,
+    Succeeded,
+    Failed,
+    Expired,
+    Cancelled,
+}
+
+/// Commands, filtered.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct CommandsQuery {
+    #[param(inline)]
+    status: Option<CommandStatusName>,
+    #[param(minimum = 1, maximum = 10000, example = 100)]
+    limit: Option<u32>,
+}
