@@ -27,6 +27,9 @@ const SESSION_QUEUE: usize = 64;
 pub(crate) struct CommandHub {
     sessions: Mutex<HashMap<String, (u64, mpsc::Sender<Command>)>>,
     next_session: std::sync::atomic::AtomicU64,
+    /// Held while a command is checked and handed over, so two offers of one command (a tick's
+    /// snapshot racing a create or a connect) cannot both send it.
+    offering: Mutex<()>,
 }
 
 /// A device's open session: commands arrive on `commands`; dropping it disconnects.
@@ -145,6 +148,20 @@ impl Engine {
     }
 
     fn offer(&self, command: Command, now: Millis) -> Result<(), ActError> {
+        let _offering = self
+            .hub
+            .offering
+            .lock()
+            .map_err(|_| ActError::Internal("command hub poisoned".into()))?;
+        // The caller's copy may be a stale snapshot (a tick racing a create or a connect that
+        // already sent it): offer only what is still as the caller saw it.
+        let Some(stored) = self.store.command(&command.id)? else {
+            return Ok(());
+        };
+        if stored.status != command.status {
+            return Ok(());
+        }
+        let command = stored;
         if !command.status.is_undelivered() {
             return Ok(());
         }
