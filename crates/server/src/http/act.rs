@@ -10,6 +10,8 @@ pub(crate) mod webhooks;
 
 use std::sync::Arc;
 
+use axum::response::{IntoResponse, Response};
+
 use audrey_act::Engine;
 use audrey_model::ErrorCode;
 
@@ -29,6 +31,24 @@ pub(crate) async fn with_engine<T: Send + 'static>(
     tokio::task::spawn_blocking(move || work(&engine))
         .await
         .map_err(|_| ApiError::new(ErrorCode::Internal, "internal error"))?
+}
+
+/// Runs `work` with the act engine and answers its result as JSON (200).
+pub(crate) async fn engine_json<T: serde::Serialize + Send + 'static>(
+    state: &AppState,
+    work: impl FnOnce(&Arc<Engine>) -> Result<T, ApiError> + Send + 'static,
+) -> Result<Response, ApiError> {
+    let answer = with_engine(state, work).await?;
+    Ok(axum::Json(answer).into_response())
+}
+
+/// Runs `work` with the act engine and answers its items as one unpaged list.
+pub(crate) async fn engine_list<T: serde::Serialize + Send + 'static>(
+    state: &AppState,
+    work: impl FnOnce(&Arc<Engine>) -> Result<Vec<T>, ApiError> + Send + 'static,
+) -> Result<Response, ApiError> {
+    let items = with_engine(state, work).await?;
+    Ok(list_body(items, None).into_response())
 }
 
 /// A list answer in the shape every list route uses.

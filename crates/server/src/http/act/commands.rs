@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use audrey_act::CommandStatus;
 use audrey_model::{FieldError, Reason};
 
-use super::{list_body, with_engine};
+use super::{engine_json, list_body, with_engine};
 use crate::auth::{Principal, Scope};
 use crate::http::openapi::parameters::CommandsQuery;
 use crate::http::openapi::{act_schemas as schemas, schemas::ErrorBody};
@@ -110,8 +110,7 @@ pub(crate) async fn get_one(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     principal.require(Scope::Read)?;
-    let command = with_engine(&state, move |engine| Ok(engine.command(&id)?)).await?;
-    Ok(Json(command).into_response())
+    engine_json(&state, move |engine| Ok(engine.command(&id)?)).await
 }
 
 #[utoipa::path(post, path = "/api/v1/commands/{id}/cancel", tag = "commands",
@@ -125,6 +124,5 @@ pub(crate) async fn cancel(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     principal.require(Scope::Admin)?;
-    let command = with_engine(&state, move |engine| Ok(engine.cancel_command(&id)?)).await?;
-    Ok(Json(command).into_response())
+    engine_json(&state, move |engine| Ok(engine.cancel_command(&id)?)).await
 }

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use audrey_act::{AlertFilter, AlertStatus, EventFilter, RuleInput};
 use audrey_model::{FieldError, Reason};
 
-use super::{list_body, with_engine};
+use super::{engine_json, engine_list, list_body, with_engine};
 use crate::auth::{Principal, Scope};
 use crate::http::openapi::parameters::{AlertsQuery, EventsQuery, StatusLogQuery};
 use crate::http::openapi::{act_schemas as schemas, schemas::ErrorBody};
@@ -162,8 +162,7 @@ pub(crate) async fn alerts(
         rule_id: params.text("rule").map(str::to_string),
         limit,
     };
-    let alerts = with_engine(&state, move |engine| Ok(engine.alerts(&filter)?)).await?;
-    Ok(list_body(alerts, None).into_response())
+    engine_list(&state, move |engine| Ok(engine.alerts(&filter)?)).await
 }
 
 #[utoipa::path(get, path = "/api/v1/alerts/{id}", tag = "alerts",
@@ -175,8 +174,7 @@ pub(crate) async fn alert(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     principal.require(Scope::Read)?;
-    let alert = with_engine(&state, move |engine| Ok(engine.alert(&id)?)).await?;
-    Ok(Json(alert).into_response())
+    engine_json(&state, move |engine| Ok(engine.alert(&id)?)).await
 }
 
 #[utoipa::path(post, path = "/api/v1/alerts/{id}/acknowledge", tag = "alerts",
@@ -190,8 +188,7 @@ pub(crate) async fn acknowledge(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     principal.require(Scope::Admin)?;
-    let alert = with_engine(&state, move |engine| Ok(engine.acknowledge_alert(&id)?)).await?;
-    Ok(Json(alert).into_response())
+    engine_json(&state, move |engine| Ok(engine.acknowledge_alert(&id)?)).await
 }
 
 #[utoipa::path(get, path = "/api/v1/rules", tag = "rules",
@@ -201,8 +198,7 @@ pub(crate) async fn rules(
     principal: Principal,
 ) -> Result<Response, ApiError> {
     principal.require(Scope::Read)?;
-    let rules = with_engine(&state, |engine| Ok(engine.rules()?)).await?;
-    Ok(list_body(rules, None).into_response())
+    engine_list(&state, |engine| Ok(engine.rules()?)).await
 }
 
 #[utoipa::path(get, path = "/api/v1/rules/{id}", tag = "rules",
@@ -214,8 +210,7 @@ pub(crate) async fn rule(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     principal.require(Scope::Read)?;
-    let rule = with_engine(&state, move |engine| Ok(engine.rule(&id)?)).await?;
-    Ok(Json(rule).into_response())
+    engine_json(&state, move |engine| Ok(engine.rule(&id)?)).await
 }
 
 #[utoipa::path(post, path = "/api/v1/rules", tag = "rules",
@@ -248,8 +243,7 @@ pub(crate) async fn replace_rule(
     principal.require(Scope::Admin)?;
     let bytes = read_body(&headers, body, state.options.max_body_bytes).await?;
     let input: RuleInput = json_body(&bytes)?;
-    let rule = with_engine(&state, move |engine| Ok(engine.replace_rule(&id, input)?)).await?;
-    Ok(Json(rule).into_response())
+    engine_json(&state, move |engine| Ok(engine.replace_rule(&id, input)?)).await
 }
 
 #[utoipa::path(delete, path = "/api/v1/rules/{id}", tag = "rules",

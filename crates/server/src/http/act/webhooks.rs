@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 
 use audrey_act::SubscriptionInput;
 
-use super::{list_body, with_engine};
+use super::{engine_json, engine_list, list_body, with_engine};
 use crate::auth::{Principal, Scope};
 use crate::http::openapi::act_schemas as schemas;
 use crate::http::openapi::parameters::LimitQuery;
@@ -38,8 +38,7 @@ pub(crate) async fn list(
     principal: Principal,
 ) -> Result<Response, ApiError> {
     principal.require(Scope::Admin)?;
-    let subscriptions = with_engine(&state, |engine| Ok(engine.subscriptions()?)).await?;
-    Ok(list_body(subscriptions, None).into_response())
+    engine_list(&state, |engine| Ok(engine.subscriptions()?)).await
 }
 
 #[utoipa::path(get, path = "/api/v1/webhooks/{id}", tag = "webhooks",
@@ -51,8 +50,7 @@ pub(crate) async fn get_one(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     principal.require(Scope::Admin)?;
-    let subscription = with_engine(&state, move |engine| Ok(engine.subscription(&id)?)).await?;
-    Ok(Json(subscription).into_response())
+    engine_json(&state, move |engine| Ok(engine.subscription(&id)?)).await
 }
 
 #[derive(serde::Deserialize)]
@@ -131,8 +129,7 @@ pub(crate) async fn all_deliveries(
     let limit = params
         .limit(100, 10_000)
         .map_err(|error| ApiError::invalid("the query string is invalid", vec![error]))?;
-    let deliveries = with_engine(&state, move |engine| Ok(engine.deliveries(None, limit)?)).await?;
-    Ok(list_body(deliveries, None).into_response())
+    engine_list(&state, move |engine| Ok(engine.deliveries(None, limit)?)).await
 }
 
 #[utoipa::path(get, path = "/api/v1/deliveries/{id}/attempts", tag = "webhooks",
@@ -144,8 +141,7 @@ pub(crate) async fn attempts(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     principal.require(Scope::Admin)?;
-    let attempts = with_engine(&state, move |engine| Ok(engine.delivery_attempts(&id)?)).await?;
-    Ok(list_body(attempts, None).into_response())
+    engine_list(&state, move |engine| Ok(engine.delivery_attempts(&id)?)).await
 }
 
 #[utoipa::path(post, path = "/api/v1/deliveries/{id}/redeliver", tag = "webhooks",
