@@ -63,6 +63,13 @@ impl Store for GatedStore {
     fn readings(&self, query: &ReadingQuery) -> Result<Page<Reading>, StoreError> {
         self.inner.readings(query)
     }
+    fn readings_after_id(
+        &self,
+        after: Option<ReadingId>,
+        limit: usize,
+    ) -> Result<Vec<Reading>, StoreError> {
+        self.inner.readings_after_id(after, limit)
+    }
     fn quarantine(&self, filter: &QuarantineFilter) -> Result<Page<QuarantineEntry>, StoreError> {
         self.inner.quarantine(filter)
     }

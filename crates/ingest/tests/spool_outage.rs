@@ -101,6 +101,14 @@ impl Store for Switchable {
         self.check()?;
         self.store.readings(query)
     }
+    fn readings_after_id(
+        &self,
+        after: Option<ReadingId>,
+        limit: usize,
+    ) -> Result<Vec<Reading>, StoreError> {
+        self.check()?;
+        self.store.readings_after_id(after, limit)
+    }
     fn quarantine(&self, filter: &QuarantineFilter) -> Result<Page<QuarantineEntry>, StoreError> {
         self.check()?;
         self.store.quarantine(filter)

@@ -97,6 +97,16 @@ pub trait Store: Send + Sync + 'static {
 
     fn reading(&self, id: ReadingId) -> Result<Option<Reading>, StoreError>;
     fn readings(&self, query: &ReadingQuery) -> Result<Page<Reading>, StoreError>;
+    /// Up to `limit` stored readings whose id is above `after` (every reading when `None`), in
+    /// id order. The act engine replays from here what a crash kept it from evaluating. Ids are
+    /// UUIDv7 minted before the commit, so id order is commit order only up to how long a
+    /// commit can take: callers that need every reading committed after a point start a
+    /// margin earlier.
+    fn readings_after_id(
+        &self,
+        after: Option<ReadingId>,
+        limit: usize,
+    ) -> Result<Vec<Reading>, StoreError>;
     /// Statistics of one metric per group over every stored reading in the time range
     /// (landed and flushed alike), groups ordered by key (`None` first). Readings without the
     /// metric are ignored; definitions in [`audrey_model::Summary`].

@@ -236,6 +236,14 @@ impl crate::Store for PostgresStore {
         self.get_reading(id)
     }
 
+    fn readings_after_id(
+        &self,
+        after: Option<audrey_model::ReadingId>,
+        limit: usize,
+    ) -> Result<Vec<audrey_model::Reading>, StoreError> {
+        self.list_readings_after_id(after, limit)
+    }
+
     fn readings(
         &self,
         query: &crate::ReadingQuery,

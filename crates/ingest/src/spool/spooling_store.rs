@@ -694,6 +694,13 @@ impl Store for SpoolingStore {
     fn readings(&self, query: &ReadingQuery) -> Result<Page<Reading>, StoreError> {
         self.read(self.shared.inner.readings(query))
     }
+    fn readings_after_id(
+        &self,
+        after: Option<ReadingId>,
+        limit: usize,
+    ) -> Result<Vec<Reading>, StoreError> {
+        self.read(self.shared.inner.readings_after_id(after, limit))
+    }
     fn quarantine(&self, filter: &QuarantineFilter) -> Result<Page<QuarantineEntry>, StoreError> {
         self.read(self.shared.inner.quarantine(filter))
     }

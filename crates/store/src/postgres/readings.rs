@@ -127,6 +127,31 @@ impl PostgresStore {
         })
     }
 
+    /// Walks the primary key `(id, read_at)` of every partition in id order.
+    pub(super) fn list_readings_after_id(
+        &self,
+        after: Option<ReadingId>,
+        limit: usize,
+    ) -> Result<Vec<Reading>, StoreError> {
+        let after = after.map(|after| after.0);
+        let fetch = limit as i64;
+        let rows = self.block_on(async {
+            let client = self.client().await?;
+            let statement = client
+                .prepare_cached(&format!(
+                    "SELECT {READING_COLUMNS} FROM readings
+                     WHERE $1::uuid IS NULL OR id > $1 ORDER BY id LIMIT $2"
+                ))
+                .await
+                .map_err(from_pg)?;
+            client
+                .query(&statement, &[&after, &fetch])
+                .await
+                .map_err(from_pg)
+        })?;
+        rows.iter().map(reading_from_row).collect()
+    }
+
     pub(super) fn query_readings(&self, query: &ReadingQuery) -> Result<Page<Reading>, StoreError> {
         let limit = query.limit.max(1);
         let rows = self.block_on(async {

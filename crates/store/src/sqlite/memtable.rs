@@ -106,6 +106,16 @@ impl Memtable {
         self.rows.iter().any(|(_, reading)| reading.read_at < at)
     }
 
+    /// Every landed reading whose id is above `after`, in no order.
+    pub fn ids_after(&self, after: Option<ReadingId>) -> Vec<Arc<Reading>> {
+        self.rows
+            .iter()
+            .map(|(_, reading)| reading)
+            .filter(|reading| after.is_none_or(|after| reading.id > after))
+            .cloned()
+            .collect()
+    }
+
     pub fn get(&self, id: ReadingId) -> Option<Reading> {
         self.by_id.get(&id).map(|reading| (**reading).clone())
     }

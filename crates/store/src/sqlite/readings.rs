@@ -65,6 +65,35 @@ impl SqliteStore {
             .optional()?)
     }
 
+    /// Memtable and table merged in id order; the table side walks the `readings_id` index.
+    pub(super) fn list_readings_after_id(
+        &self,
+        after: Option<ReadingId>,
+        limit: usize,
+    ) -> Result<Vec<Reading>, StoreError> {
+        let mut items: Vec<Reading> = self
+            .memtable
+            .read()
+            .map_err(poisoned)?
+            .ids_after(after)
+            .into_iter()
+            .map(|reading| (*reading).clone())
+            .collect();
+        let reader = self.reader()?;
+        let mut statement = reader.prepare_cached(&format!(
+            "SELECT {READING_COLUMNS} FROM readings WHERE id > ?1 ORDER BY id LIMIT ?2"
+        ))?;
+        let lowest = after.map_or_else(Vec::new, |after| after.as_bytes().to_vec());
+        let rows = statement.query_map(params![lowest, limit as i64], reading_from_row)?;
+        for row in rows {
+            items.push(row?);
+        }
+        items.sort_unstable_by_key(|reading| reading.id);
+        items.dedup_by_key(|reading| reading.id);
+        items.truncate(limit);
+        Ok(items)
+    }
+
     pub(super) fn query_readings(&self, query: &ReadingQuery) -> Result<Page<Reading>, StoreError> {
         let limit = query.limit.max(1);
         let probe = ReadingQuery {

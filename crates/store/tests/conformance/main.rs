@@ -52,4 +52,5 @@ conformance!(
     replaying_a_batch_with_its_assigned_ids_stores_nothing_twice,
     retention_removes_readings_before_the_cutoff_and_keeps_the_rest,
     readings_from_the_year_2000_are_stored_and_queried,
+    readings_after_an_id_come_in_id_order_each_once,
 );
