@@ -5,6 +5,7 @@
 //! `SensorService` can also be served alone, without authentication, on a separate port.
 
 mod act;
+mod act_webhooks;
 mod compat;
 mod convert;
 mod device;
@@ -24,6 +25,7 @@ use audrey_proto::v1::device_service_server::DeviceServiceServer;
 use audrey_proto::v1::ingest_service_server::IngestServiceServer;
 use audrey_proto::v1::query_service_server::QueryServiceServer;
 use audrey_proto::v1::registry_service_server::RegistryServiceServer;
+use audrey_proto::v1::webhook_service_server::WebhookServiceServer;
 
 use crate::auth::{Principal, authenticate};
 use crate::{ApiError, AppState};
@@ -132,6 +134,9 @@ pub async fn serve_grpc(
         .set_serving::<SensorServiceServer<compat::CompatApi>>()
         .await;
     health.set_serving::<ActServiceServer<act::ActApi>>().await;
+    health
+        .set_serving::<WebhookServiceServer<act_webhooks::WebhookApi>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(audrey_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -154,6 +159,9 @@ pub async fn serve_grpc(
                 .max_decoding_message_size(limit),
         )
         .add_service(ActServiceServer::new(act::ActApi(state.clone())))
+        .add_service(WebhookServiceServer::new(act_webhooks::WebhookApi(
+            state.clone(),
+        )))
         .add_service(SensorServiceServer::new(compat::CompatApi {
             state,
             authenticate: true,

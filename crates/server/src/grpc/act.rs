@@ -18,7 +18,7 @@ use crate::{ApiError, AppState};
 
 pub struct ActApi(pub(crate) AppState);
 
-fn limit(requested: u32, default: usize, max: usize) -> Result<usize, Status> {
+pub(super) fn limit(requested: u32, default: usize, max: usize) -> Result<usize, Status> {
     match requested as usize {
         0 => Ok(default),
         wanted if wanted <= max => Ok(wanted),
@@ -34,8 +34,25 @@ fn limit(requested: u32, default: usize, max: usize) -> Result<usize, Status> {
     }
 }
 
-fn text(value: &str) -> Option<String> {
+pub(super) fn text(value: &str) -> Option<String> {
     (!value.is_empty()).then(|| value.to_string())
+}
+
+/// Runs `work` on the engine on a blocking thread; its error goes through the one mapping.
+pub(super) async fn on_engine<T: Send + 'static>(
+    state: &AppState,
+    work: impl FnOnce(&Arc<Engine>) -> Result<T, ActError> + Send + 'static,
+) -> Result<T, Status> {
+    let engine = state.act.clone().ok_or_else(|| {
+        Status::from(ApiError::new(
+            ErrorCode::Unavailable,
+            "acting on data is not enabled on this server",
+        ))
+    })?;
+    tokio::task::spawn_blocking(move || work(&engine))
+        .await
+        .map_err(|_| Status::internal("internal error"))?
+        .map_err(|error| ApiError::from(error).into())
 }
 
 impl ActApi {
@@ -43,16 +60,7 @@ impl ActApi {
         &self,
         work: impl FnOnce(&Arc<Engine>) -> Result<T, ActError> + Send + 'static,
     ) -> Result<T, Status> {
-        let engine = self.0.act.clone().ok_or_else(|| {
-            Status::from(ApiError::new(
-                ErrorCode::Unavailable,
-                "acting on data is not enabled on this server",
-            ))
-        })?;
-        tokio::task::spawn_blocking(move || work(&engine))
-            .await
-            .map_err(|_| Status::internal("internal error"))?
-            .map_err(|error| ApiError::from(error).into())
+        on_engine(&self.0, work).await
     }
 }
 

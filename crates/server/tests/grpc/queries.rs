@@ -209,6 +209,8 @@ async fn health_answers_serving_and_reflection_lists_the_services() {
         "audrey.v1.QueryService",
         "audrey.v1.RegistryService",
         "audrey.v1.DeviceService",
+        "audrey.v1.ActService",
+        "audrey.v1.WebhookService",
         "SensorService",
         "grpc.health.v1.Health",
     ] {
