@@ -10,6 +10,7 @@
 
 pub(crate) mod api;
 mod evaluate;
+mod replay;
 mod sweep;
 
 pub(crate) use evaluate::finish_step;
@@ -39,6 +40,9 @@ pub struct ActOptions {
     pub tick_interval: Duration,
     /// Committed batches waiting for evaluation before the committer is held back.
     pub queued_batches: usize,
+    /// How far below the highest evaluated reading id the replay after a crash starts: the
+    /// longest a store commit may take between minting reading ids and committing them.
+    pub replay_margin: Duration,
 }
 
 impl Default for ActOptions {
@@ -48,6 +52,7 @@ impl Default for ActOptions {
             webhooks: WebhookOptions::default(),
             tick_interval: Duration::from_secs(1),
             queued_batches: 64,
+            replay_margin: Duration::from_secs(10),
         }
     }
 }
@@ -69,6 +74,8 @@ pub(crate) struct State {
     /// Sweep findings already published (check, metric, reading ids), so a stretch re-checked
     /// by a later sweep is not reported twice.
     pub swept: std::collections::HashSet<String>,
+    /// The highest reading id evaluated (the replay watermark).
+    pub high_water: Option<audrey_model::ReadingId>,
 }
 
 pub struct Engine {
@@ -80,6 +87,10 @@ pub struct Engine {
     pub(crate) hub: CommandHub,
     /// Woken when new deliveries are stored.
     pub(crate) deliveries_ready: tokio::sync::Notify,
+    /// Test-only failpoint (`AUDREY_TEST_ACT_HOLD_BEFORE_COMMIT=<file>`): the first batch of
+    /// readings is evaluated, then the engine creates the file and stops for good before
+    /// writing to act.db, so a crash test can kill the process in exactly that gap.
+    pub(crate) hold_before_commit: Option<std::path::PathBuf>,
 }
 
 impl Engine {
@@ -137,7 +148,7 @@ impl Engine {
             });
         }
         state.subscriptions = store.subscriptions()?;
-        Ok(Arc::new(Engine {
+        let engine = Arc::new(Engine {
             store,
             registry,
             clock,
@@ -145,7 +156,11 @@ impl Engine {
             state: Mutex::new(state),
             hub: CommandHub::default(),
             deliveries_ready: tokio::sync::Notify::new(),
-        }))
+            hold_before_commit: std::env::var_os("AUDREY_TEST_ACT_HOLD_BEFORE_COMMIT")
+                .map(std::path::PathBuf::from),
+        });
+        engine.ensure_replay_floor()?;
+        Ok(engine)
     }
 
     pub fn clock(&self) -> &Arc<dyn Clock> {

@@ -12,7 +12,7 @@ mod sqlite;
 
 pub use sqlite::SqliteActStore;
 
-use audrey_model::Millis;
+use audrey_model::{Millis, ReadingId};
 
 use crate::ActError;
 use crate::records::{
@@ -42,6 +42,9 @@ pub struct Changes {
     pub cleared: Vec<(String, Millis, Option<String>)>,
     pub commands: Vec<Command>,
     pub deliveries: Vec<Delivery>,
+    /// The readings this step evaluated: recorded with its decisions, so after a crash the
+    /// replay knows exactly which committed readings still need evaluating.
+    pub evaluated: Vec<ReadingId>,
 }
 
 impl Changes {
@@ -53,6 +56,7 @@ impl Changes {
             && self.cleared.is_empty()
             && self.commands.is_empty()
             && self.deliveries.is_empty()
+            && self.evaluated.is_empty()
     }
 }
 
@@ -76,6 +80,16 @@ pub struct AlertFilter {
 /// The act engine's storage. Methods block; async callers use `spawn_blocking`.
 pub trait ActStore: Send + Sync + 'static {
     fn apply(&self, changes: &Changes) -> Result<(), ActError>;
+
+    /// Replay never goes below this id: readings stored before the engine first ran with
+    /// this act.db are not its to evaluate. Set once.
+    fn replay_floor(&self) -> Result<Option<ReadingId>, ActError>;
+    fn set_replay_floor(&self, id: ReadingId) -> Result<(), ActError>;
+    /// Every reading id recorded by [`Changes::evaluated`] and not yet forgotten.
+    fn evaluated_readings(&self) -> Result<Vec<ReadingId>, ActError>;
+    /// Forgets the records of batches whose highest id is below `below` (older than any
+    /// replay can reach).
+    fn forget_evaluated_before(&self, below: ReadingId) -> Result<(), ActError>;
 
     fn events(&self, filter: &EventFilter) -> Result<Vec<(i64, Event)>, ActError>;
     fn status_log(

@@ -39,7 +39,19 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         let (store, act_dir, options) = (store.clone(), data_dir.clone(), config.act.clone());
         tokio::task::spawn_blocking(move || {
             let act_store = Arc::new(audrey_act::SqliteActStore::open(&act_dir)?);
-            audrey_act::Engine::open(act_store, store, Arc::new(audrey_act::SystemClock), options)
+            let engine = audrey_act::Engine::open(
+                act_store,
+                store,
+                Arc::new(audrey_act::SystemClock),
+                options,
+            )?;
+            // Before live input: what a crash kept from the engine is evaluated first. A store
+            // that cannot be read now (a PostgreSQL outage the spool rides out) must not keep
+            // Audrey from serving; the gap is logged.
+            if let Err(error) = engine.replay_unevaluated() {
+                tracing::error!(%error, "could not replay committed readings the act engine missed");
+            }
+            Ok::<_, audrey_act::ActError>(engine)
         })
         .await?
         .with_context(|| format!("opening act.db in {}", data_dir.display()))?

@@ -21,6 +21,16 @@ use crate::rules::{Check, Rule};
 impl Engine {
     /// Evaluates one committed batch.
     pub fn observe(&self, batch: &CommittedBatch) -> Result<(), ActError> {
+        self.evaluate_batch(batch, true)
+    }
+
+    /// `live` is false for a batch the replay found in the store; the test failpoint only
+    /// holds live ones.
+    pub(crate) fn evaluate_batch(
+        &self,
+        batch: &CommittedBatch,
+        live: bool,
+    ) -> Result<(), ActError> {
         let now = self.clock.now();
         let mut changes = Changes::default();
         let mut new_commands = Vec::new();
@@ -99,6 +109,16 @@ impl Engine {
                 }
             }
             finish_step(state, &mut changes, now);
+            changes.evaluated = batch.readings.iter().map(|reading| reading.id).collect();
+            if let Some(highest) = changes.evaluated.iter().max() {
+                state.high_water = state.high_water.max(Some(*highest));
+            }
+            if let Some(marker) = &self.hold_before_commit
+                && live
+                && !changes.evaluated.is_empty()
+            {
+                hold_forever(marker);
+            }
             self.commit(&changes)?;
         }
         self.offer_commands(new_commands);
@@ -166,7 +186,18 @@ impl Engine {
             finish_step(state, &mut changes, now);
             self.commit(&changes)?;
         }
+        self.forget_old_evaluations()?;
         self.expire_and_reoffer_commands(now)
+    }
+}
+
+/// The test failpoint: announce, then never write this batch's decisions.
+fn hold_forever(marker: &std::path::Path) -> ! {
+    if let Err(error) = std::fs::write(marker, b"held") {
+        tracing::error!(%error, "writing the act failpoint marker");
+    }
+    loop {
+        std::thread::park();
     }
 }
 

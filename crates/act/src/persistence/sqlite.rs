@@ -2,12 +2,14 @@
 //! migrations recorded in `PRAGMA user_version`. One connection behind a mutex: act writes
 //! are small and few compared with readings, and a single writer keeps them serial.
 
+mod evaluated;
+
 use std::path::Path;
 use std::sync::Mutex;
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use audrey_model::Millis;
+use audrey_model::{Millis, ReadingId};
 
 use super::{ActStore, AlertFilter, Changes, EventFilter, RuleStateRow};
 use crate::ActError;
@@ -19,7 +21,8 @@ use crate::rules::{Rule, RuleInput};
 
 /// Each entry moves the schema from version `index` to `index + 1`. Never edit one that has
 /// shipped; add a new one.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE events (
     seq INTEGER PRIMARY KEY,
     id TEXT NOT NULL UNIQUE,
@@ -109,7 +112,20 @@ CREATE TABLE commands (
     alert_id TEXT
 );
 CREATE INDEX commands_by_sensor ON commands (sensor_id, seq);
-"#];
+"#,
+    r#"
+CREATE TABLE evaluated_batches (
+    seq INTEGER PRIMARY KEY,
+    highest_id BLOB NOT NULL,
+    ids BLOB NOT NULL
+);
+CREATE INDEX evaluated_batches_by_highest ON evaluated_batches (highest_id);
+CREATE TABLE replay_floor (
+    only INTEGER PRIMARY KEY CHECK (only = 1),
+    id BLOB NOT NULL
+);
+"#,
+];
 
 pub struct SqliteActStore {
     connection: Mutex<Connection>,
@@ -319,6 +335,7 @@ impl ActStore for SqliteActStore {
                 for command in &changes.commands {
                     upsert_command(&transaction, command)?;
                 }
+                evaluated::record(&transaction, &changes.evaluated)?;
                 let mut insert = transaction.prepare_cached(&format!(
                     "INSERT INTO deliveries ({DELIVERY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
                 ))?;
@@ -340,6 +357,22 @@ impl ActStore for SqliteActStore {
             transaction.commit()?;
             Ok(())
         })
+    }
+
+    fn replay_floor(&self) -> Result<Option<ReadingId>, ActError> {
+        self.with(|connection| evaluated::floor(connection))
+    }
+
+    fn set_replay_floor(&self, id: ReadingId) -> Result<(), ActError> {
+        self.with(|connection| evaluated::set_floor(connection, id))
+    }
+
+    fn evaluated_readings(&self) -> Result<Vec<ReadingId>, ActError> {
+        self.with(|connection| evaluated::all(connection))
+    }
+
+    fn forget_evaluated_before(&self, below: ReadingId) -> Result<(), ActError> {
+        self.with(|connection| evaluated::forget_before(connection, below))
     }
 
     fn events(&self, filter: &EventFilter) -> Result<Vec<(i64, Event)>, ActError> {

@@ -25,6 +25,15 @@ impl ServerProcess {
 
     /// Like [`ServerProcess::start`], with more `serve` arguments (`--store URL`, ...).
     pub async fn start_with(data_dir: &Path, extra_args: &[&str]) -> ServerProcess {
+        ServerProcess::start_with_env(data_dir, extra_args, &[]).await
+    }
+
+    /// Like [`ServerProcess::start_with`], with environment variables (test failpoints).
+    pub async fn start_with_env(
+        data_dir: &Path,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> ServerProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_audrey"))
             .args([
                 "serve",
@@ -37,6 +46,7 @@ impl ServerProcess {
             .arg(data_dir)
             .args(extra_args)
             .env("AUDREY_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
