@@ -6,5 +6,6 @@ mod engine {
     mod commands;
     mod health;
     pub mod helpers;
+    mod replay;
     mod rules;
 }

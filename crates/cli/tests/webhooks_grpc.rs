@@ -174,7 +174,7 @@ async fn subscriptions_deliveries_and_redelivery_work_over_grpc() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(listed.subscriptions, [created.clone()]);
+    assert_eq!(listed.subscriptions, std::slice::from_ref(&created));
     let fetched = webhooks
         .get_subscription(authorised(
             v1::SubscriptionIdRequest { id: id.clone() },

@@ -89,6 +89,13 @@ impl TestEngine {
 
     /// Stores the readings (under their own ids) and hands them to the engine, as a commit does.
     pub fn store_and_send(&self, readings: &[Reading]) {
+        self.store(readings);
+        self.send(readings);
+    }
+
+    /// Stores the readings under their own ids without handing them to the engine: a commit
+    /// whose evaluation a crash prevented.
+    pub fn store(&self, readings: &[Reading]) {
         let batch = audrey_store::AppendBatch {
             readings: readings
                 .iter()
@@ -104,7 +111,6 @@ impl TestEngine {
             assigned_ids: Some(readings.iter().map(|reading| reading.id).collect()),
         };
         self.registry.append(batch, START).unwrap();
-        self.send(readings);
     }
 
     pub fn reject(&self, sensor: &str, count: usize) {

@@ -35,7 +35,7 @@ pub(super) fn all(connection: &Connection) -> Result<Vec<ReadingId>, ActError> {
     let mut ids = Vec::new();
     while let Some(row) = rows.next()? {
         let packed: Vec<u8> = row.get(0)?;
-        if packed.len() % ID_BYTES != 0 {
+        if !packed.len().is_multiple_of(ID_BYTES) {
             return Err(ActError::Internal(
                 "act.db: a recorded batch of evaluated ids is corrupt".into(),
             ));
