@@ -205,7 +205,8 @@ impl Engine {
         let worker = std::thread::Builder::new()
             .name("audrey-act".into())
             .spawn(move || {
-                for batch in receiver {
+                while let Ok(first) = receiver.recv() {
+                    let batch = merge_waiting(first, &receiver);
                     if let Err(error) = engine.observe(&batch) {
                         tracing::error!(%error, readings = batch.readings.len(), "act evaluation failed for a batch");
                     }
@@ -261,6 +262,28 @@ impl Engine {
             _ = dispatcher => {}
         }
     }
+}
+
+/// Readings merged into one evaluation step at most; see [`merge_waiting`].
+const MERGED_READINGS: usize = 20_000;
+
+/// Joins the batches already waiting in the channel to `first`: one step, so one act.db
+/// transaction (one fsync) for all of them. Under load this keeps the engine's durable writes
+/// per second bounded instead of one per group commit, which would make a raising reading
+/// wait behind a queue of fsyncs. Merged readings are sorted together by the step, which is
+/// the order rules want anyway.
+fn merge_waiting(
+    mut first: CommittedBatch,
+    receiver: &std::sync::mpsc::Receiver<CommittedBatch>,
+) -> CommittedBatch {
+    while first.readings.len() < MERGED_READINGS {
+        let Ok(next) = receiver.try_recv() else {
+            break;
+        };
+        first.readings.extend(next.readings);
+        first.rejections.extend(next.rejections);
+    }
+    first
 }
 
 struct ChannelObserver(std::sync::mpsc::SyncSender<CommittedBatch>);
