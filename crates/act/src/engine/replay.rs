@@ -24,8 +24,9 @@ use audrey_model::ReadingId;
 use super::Engine;
 use crate::ActError;
 
-/// Readings fetched from the store per replay step.
-const REPLAY_PAGE: usize = 1000;
+/// Readings fetched from the store per replay step (large: SQLite answers each page by also
+/// scanning its memtable, which may hold a few hundred thousand rows).
+const REPLAY_PAGE: usize = 10_000;
 
 /// The smallest id minted at `millis` since the epoch (UUIDv7 keeps them in its first 48 bits).
 pub(crate) fn first_id_at(millis: i64) -> ReadingId {

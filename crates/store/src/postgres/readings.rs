@@ -127,20 +127,21 @@ impl PostgresStore {
         })
     }
 
-    /// Walks the primary key `(id, read_at)` of every partition in id order.
+    /// Walks the primary key `(id, read_at)` of every partition in id order (a merge of
+    /// index range scans; the lower bound is a plain `id >` so the planner can use it).
     pub(super) fn list_readings_after_id(
         &self,
         after: Option<ReadingId>,
         limit: usize,
     ) -> Result<Vec<Reading>, StoreError> {
-        let after = after.map(|after| after.0);
+        // The nil UUID sorts below every reading id, so "from the start" needs no other query.
+        let after = after.map_or(Uuid::nil(), |after| after.0);
         let fetch = limit as i64;
         let rows = self.block_on(async {
             let client = self.client().await?;
             let statement = client
                 .prepare_cached(&format!(
-                    "SELECT {READING_COLUMNS} FROM readings
-                     WHERE $1::uuid IS NULL OR id > $1 ORDER BY id LIMIT $2"
+                    "SELECT {READING_COLUMNS} FROM readings WHERE id > $1 ORDER BY id LIMIT $2"
                 ))
                 .await
                 .map_err(from_pg)?;
