@@ -33,13 +33,14 @@ mod legacy;
 mod memtable;
 mod readings;
 mod registry;
+mod scan;
 mod schema;
 mod staged;
 mod stats;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
@@ -98,6 +99,10 @@ pub struct SqliteStore {
     flushing: Mutex<()>,
     sensors: RwLock<HashMap<Arc<str>, Arc<Sensor>>>,
     last_quarantine_trim: Mutex<std::time::Instant>,
+    /// Moves (after the commit, before the memtable forgets) whenever a flush or retention
+    /// changes the chunks: a paused list walk continues only within one generation.
+    layout_generation: AtomicU64,
+    saved_walks: Mutex<scan::SavedWalks>,
 }
 
 pub(crate) const DATABASE_FILE: &str = "audrey.db";
@@ -155,6 +160,8 @@ impl SqliteStore {
             flushing: Mutex::new(()),
             sensors: RwLock::new(HashMap::new()),
             last_quarantine_trim: Mutex::new(std::time::Instant::now()),
+            layout_generation: AtomicU64::new(0),
+            saved_walks: Mutex::new(scan::SavedWalks::default()),
         };
         store.reload_sensor_cache()?;
         store.reload_memtable()?;

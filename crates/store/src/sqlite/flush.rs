@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use rusqlite::{Transaction, TransactionBehavior, params};
 
@@ -137,6 +138,7 @@ impl SqliteStore {
             )?;
             transaction.commit()?;
         }
+        self.layout_generation.fetch_add(1, Ordering::AcqRel);
         self.memtable
             .write()
             .map_err(poisoned)?
@@ -260,6 +262,7 @@ impl SqliteStore {
         }
         transaction.commit()?;
         if removed > 0 {
+            self.layout_generation.fetch_add(1, Ordering::AcqRel);
             tracing::info!(rows = removed, "retention deleted old readings");
         }
         Ok(removed as u64)
