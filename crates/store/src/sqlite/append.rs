@@ -133,7 +133,10 @@ impl SqliteStore {
                  ON CONFLICT(sensor_id) DO UPDATE SET accepted = accepted + ?2,
                     duplicate = duplicate + ?3, rejected = rejected + ?4",
             )?;
-            for (sensor, delta) in &counters {
+            // In key order: each B-tree page of the counters is visited once per commit.
+            let mut counters: Vec<_> = counters.iter().collect();
+            counters.sort_unstable_by(|left, right| left.0.cmp(right.0));
+            for (sensor, delta) in counters {
                 upsert.execute(params![
                     sensor.as_str(),
                     delta.accepted,

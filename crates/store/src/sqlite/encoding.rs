@@ -348,6 +348,75 @@ pub(crate) fn decode_chunk(
     Ok(readings)
 }
 
+/// The one reading of a chunk with this id, decoding only its own fields (GetReading).
+pub(crate) fn decode_one(
+    bytes: &[u8],
+    sensor_id: &audrey_model::SensorId,
+    location_id: &LocationId,
+    wanted: ReadingId,
+) -> Result<Option<Reading>, StoreError> {
+    let ChunkHead {
+        count,
+        read_at,
+        rest: mut cursor,
+    } = chunk_head(bytes)?;
+    let ids = cursor.take(count * 16)?;
+    let Some(index) = ids
+        .chunks_exact(16)
+        .position(|id| id == wanted.as_bytes().as_slice())
+    else {
+        return Ok(None);
+    };
+    let mut received = cursor.section()?;
+    let mut received_at = 0i64;
+    for _ in 0..=index {
+        received_at = received_at.wrapping_add(received.signed()?);
+    }
+    let mut messages = cursor.section()?;
+    let mut message_id = None;
+    for position in 0..=index {
+        let length = messages.length()?;
+        let text = match length {
+            0 => None,
+            length => Some(messages.take(length - 1)?),
+        };
+        if position == index
+            && let Some(text) = text
+        {
+            let text = std::str::from_utf8(text).map_err(|_| corrupt("message id"))?;
+            message_id = Some(parse_field(MessageId::parse(text), "message id")?);
+        }
+    }
+    let mut values = Vec::new();
+    let metrics = cursor.length()?;
+    for _ in 0..metrics {
+        let name = cursor.text()?;
+        let mut column = cursor.section()?;
+        let bitmap = column.take(count.div_ceil(8))?;
+        if bitmap[index / 8] & (1 << (index % 8)) == 0 {
+            continue;
+        }
+        // The value's place among the present ones: the set bits before it.
+        let before: usize = (0..index)
+            .filter(|position| bitmap[position / 8] & (1 << (position % 8)) != 0)
+            .count();
+        column.take(before * 8)?;
+        values.push((
+            parse_field(MetricName::parse_interned(name), "metric")?,
+            column.float()?,
+        ));
+    }
+    Ok(Some(Reading {
+        id: wanted,
+        sensor_id: sensor_id.clone(),
+        location_id: location_id.clone(),
+        read_at: Millis(read_at[index]),
+        received_at: Millis(received_at),
+        values: ReadingValues(values),
+        message_id,
+    }))
+}
+
 /// The ids and dedup keys of a chunk, in its order (retention removes them with the chunk).
 pub(crate) fn chunk_keys(
     bytes: &[u8],
@@ -486,6 +555,21 @@ mod tests {
         let bytes = encode_chunk(&refs);
         let back = decode_chunk(&bytes, &readings[0].sensor_id, &readings[0].location_id).unwrap();
         assert_eq!(back, readings);
+        for reading in &readings {
+            let one = decode_one(&bytes, &reading.sensor_id, &reading.location_id, reading.id);
+            assert_eq!(one.unwrap().as_ref(), Some(reading));
+        }
+        let absent = ReadingId(uuid::Uuid::now_v7());
+        assert_eq!(
+            decode_one(
+                &bytes,
+                &readings[0].sensor_id,
+                &readings[0].location_id,
+                absent
+            )
+            .unwrap(),
+            None
+        );
         let column = metric_column(&bytes, "humidity", true).unwrap().unwrap();
         assert_eq!(column.values, vec![(0, 0.1), (3, f64::MIN_POSITIVE)]);
         assert_eq!(column.ids[3], readings[3].id);

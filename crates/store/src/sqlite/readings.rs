@@ -8,7 +8,7 @@ use rusqlite::{OptionalExtension, params};
 
 use audrey_model::{LocationId, Millis, Reading, ReadingId, SensorId};
 
-use super::encoding::decode_chunk;
+use super::encoding::decode_one;
 use super::geo::location_ids_in;
 use super::memtable::{is_after, sort_readings};
 use super::scan::walk_chunks;
@@ -47,9 +47,7 @@ impl SqliteStore {
             row.get_ref(1)?.as_str().map_err(rusqlite::Error::from)?,
         )?;
         let body = row.get_ref(2)?.as_blob().map_err(rusqlite::Error::from)?;
-        Ok(decode_chunk(body, &sensor, &location)?
-            .into_iter()
-            .find(|reading| reading.id == id))
+        decode_one(body, &sensor, &location, id)
     }
 
     pub(super) fn query_readings(&self, query: &ReadingQuery) -> Result<Page<Reading>, StoreError> {
