@@ -163,7 +163,7 @@ impl SqliteStore {
         Ok(outcomes)
     }
 
-    /// The id stored under a dedup key in the indexed table, if any.
+    /// The id stored under a dedup key among packed readings, if any.
     fn flushed_duplicate_of(
         &self,
         sensor: &SensorId,

@@ -1,10 +1,11 @@
-//! The in-memory mirror of the landing table.
+//! The in-memory mirror of the landed batches.
 //!
-//! Every row in `landing` is also here, indexed by id, by sensor and by dedup key, so queries
-//! and duplicate checks never scan the unindexed landing table. Rows leave the memtable only
-//! after the flush that moved them into `readings` has committed; a query that reads the
-//! memtable first and the table second therefore never misses a row (it may see one twice,
-//! which the merge removes).
+//! Every reading in `landing_batches` is also here, indexed by id, by sensor and by dedup
+//! key, so queries and duplicate checks never read landing.db. Readings of one group commit
+//! share its landing seq, and a flush takes whole batches. Readings leave the memtable only
+//! after the flush that packed them into chunks has committed; a query that reads the
+//! memtable first and the chunks second therefore never misses a reading (it may see one
+//! twice, which the merge removes).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -84,7 +85,7 @@ impl Memtable {
         Some((self.rows[count - 1].0, rows))
     }
 
-    /// Forgets every row with landing seq ≤ `up_to` (they are now in the readings table).
+    /// Forgets every row with landing seq ≤ `up_to` (they are now in chunks).
     pub fn remove_through(&mut self, up_to: i64) {
         while let Some((seq, _)) = self.rows.front() {
             if *seq > up_to {
