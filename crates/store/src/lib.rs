@@ -78,7 +78,8 @@ pub trait Store: Send + Sync + 'static {
         batch: AppendBatch,
         received_at: Millis,
     ) -> Result<Vec<AppendOutcome>, StoreError>;
-    /// Background work: moves landed readings into their indexed layout, trims quarantine.
+    /// Background work: moves landed readings into their indexed layout (SQLite: chunks),
+    /// trims quarantine.
     fn maintain(&self) -> Result<(), StoreError>;
     /// True when the store can accept writes.
     fn ready(&self) -> Result<(), StoreError>;
@@ -91,8 +92,9 @@ pub trait Store: Send + Sync + 'static {
     fn render_metrics(&self, _out: &mut String) {}
     /// Retention: removes readings with `read_at` before `older_than`, doing at most about
     /// `max_rows` rows of work per call (PostgreSQL drops whole daily partitions that end at
-    /// or before the cutoff, then trims dedup keys; SQLite deletes row batches). Answers how
-    /// many rows it removed; the caller repeats until it answers 0.
+    /// or before the cutoff, then trims dedup keys; SQLite removes whole chunks and rewrites
+    /// the one straddling the cutoff). Answers how many rows it removed; the caller repeats
+    /// until it answers 0.
     fn retain(&self, older_than: Millis, max_rows: usize) -> Result<u64, StoreError>;
 
     fn reading(&self, id: ReadingId) -> Result<Option<Reading>, StoreError>;

@@ -1,36 +1,46 @@
 //! The embedded store: two SQLite database files in the data directory.
 //!
 //! Layout and durability (docs/architecture.md has the long form):
-//! - `landing.db` holds what the acknowledgement path writes: `landing`, an append-only table
-//!   with no secondary index, plus quarantine and per-sensor counters, all in one transaction
-//!   per group commit. WAL mode with `synchronous=FULL`: `COMMIT` returns only after the WAL is
+//! - `landing.db` holds what the acknowledgement path writes: `landing_batches`, one row per
+//!   group commit holding its accepted readings in a compact binary encoding
+//!   ([`encoding`]), plus quarantine and per-sensor counters, all in one transaction per group
+//!   commit. WAL mode with `synchronous=FULL`: `COMMIT` returns only after the WAL is
 //!   fsynced, so an acknowledged reading is on disk.
-//! - Every landed row is mirrored in the [`memtable`](memtable::Memtable), which answers
-//!   queries and dedup checks for rows not yet flushed, and its dedup key goes into the
+//! - Every landed reading is mirrored in the [`memtable`](memtable::Memtable), which answers
+//!   queries and dedup checks for readings not yet flushed, and its dedup key goes into the
 //!   [`key filter`](key_filter::KeyFilter).
-//! - `audrey.db` holds the registry, tokens and `readings`, indexed by id, by sensor and time,
-//!   by location and time, by time, and by dedup key. A flush copies the oldest landed rows from
-//!   memory into `readings`, sorted by sensor, in one transaction on its own connection, so it
-//!   runs beside the acknowledgement path instead of blocking it; then it forgets them from the
-//!   memtable and deletes them from `landing`.
-//! - A crash between the flush's commit and the landing delete leaves rows in both files; on
-//!   open they are reloaded into the memtable and the next flush inserts them with
-//!   `INSERT OR IGNORE` (the id is unique), so nothing is lost or doubled.
+//! - `audrey.db` holds the registry, tokens and the readings, packed into `chunks`: one row
+//!   per sensor, location and hour of `read_at` per flush, the readings sorted by
+//!   `(read_at, id)` in columns (ids, times, message ids, one column per metric). Chunks are
+//!   indexed by sensor, location and time (min and max `read_at`); `reading_ids` maps each
+//!   reading id to its chunk (append-ordered: ids are UUIDv7) and `reading_keys` holds the
+//!   dedup keys, clustered by sensor.
+//! - A flush packs the oldest landed batches from memory into chunks in one transaction on
+//!   its own connection, which also records in `flush_state` the last landing seq it packed;
+//!   then it forgets them from the memtable and deletes them from `landing_batches`.
+//! - A crash between the flush's commit and the landing delete leaves batches in both files;
+//!   on open, batches at or below the recorded seq are deleted instead of reloaded (seqs are
+//!   AUTOINCREMENT, never reused), so nothing is lost or doubled.
+//! - Stores of the row-per-reading layout are converted at open ([`legacy`]).
 
 mod append;
+mod encoding;
+mod flush;
 mod geo;
 mod import;
 mod key_filter;
+mod legacy;
 mod memtable;
 mod readings;
 mod registry;
+mod scan;
 mod schema;
 mod staged;
 mod stats;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
@@ -89,6 +99,10 @@ pub struct SqliteStore {
     flushing: Mutex<()>,
     sensors: RwLock<HashMap<Arc<str>, Arc<Sensor>>>,
     last_quarantine_trim: Mutex<std::time::Instant>,
+    /// Moves (after the commit, before the memtable forgets) whenever a flush or retention
+    /// changes the chunks: a paused list walk continues only within one generation.
+    layout_generation: AtomicU64,
+    saved_walks: Mutex<scan::SavedWalks>,
 }
 
 pub(crate) const DATABASE_FILE: &str = "audrey.db";
@@ -126,6 +140,8 @@ impl SqliteStore {
         schema::migrate(&mut writer, schema::MAIN)?;
         let mut landing = open_connection(&landing_path)?;
         schema::migrate(&mut landing, schema::LANDING)?;
+        legacy::convert_readings(&mut writer)?;
+        legacy::convert_landing(&mut landing, &writer)?;
         // Checkpoints of landing.db run on the maintenance thread, not on the ack path.
         landing.pragma_update(None, "wal_autocheckpoint", 0)?;
         let readers = (0..options.reader_connections.max(1))
@@ -144,6 +160,8 @@ impl SqliteStore {
             flushing: Mutex::new(()),
             sensors: RwLock::new(HashMap::new()),
             last_quarantine_trim: Mutex::new(std::time::Instant::now()),
+            layout_generation: AtomicU64::new(0),
+            saved_walks: Mutex::new(scan::SavedWalks::default()),
         };
         store.reload_sensor_cache()?;
         store.reload_memtable()?;
@@ -154,14 +172,12 @@ impl SqliteStore {
     /// Applies migrations without starting anything; answers the schema version.
     pub fn migrate_only(data_dir: &Path) -> Result<usize, StoreError> {
         create_directory(data_dir)?;
-        let main = schema::migrate(
-            &mut open_connection(&data_dir.join(DATABASE_FILE))?,
-            schema::MAIN,
-        )?;
-        let landing = schema::migrate(
-            &mut open_connection(&data_dir.join(LANDING_FILE))?,
-            schema::LANDING,
-        )?;
+        let mut main_connection = open_connection(&data_dir.join(DATABASE_FILE))?;
+        let main = schema::migrate(&mut main_connection, schema::MAIN)?;
+        let mut landing_connection = open_connection(&data_dir.join(LANDING_FILE))?;
+        let landing = schema::migrate(&mut landing_connection, schema::LANDING)?;
+        legacy::convert_readings(&mut main_connection)?;
+        legacy::convert_landing(&mut landing_connection, &main_connection)?;
         Ok(main + landing)
     }
 
@@ -173,7 +189,7 @@ impl SqliteStore {
         &self.directory
     }
 
-    /// Rows landed but not yet flushed into the indexed layout.
+    /// Readings landed but not yet packed into chunks.
     pub fn landed_rows(&self) -> usize {
         self.memtable
             .read()

@@ -1,13 +1,14 @@
-//! The acknowledgement path (append into `landing.db`) and the flush into `audrey.db`.
+//! The acknowledgement path: one binary landing row per group commit in `landing.db`, and
+//! the reload of landed batches at open.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
-use audrey_model::{MessageId, Millis, Reading, ReadingId, SensorId};
+use audrey_model::{MessageId, Millis, ReadingId, SensorId};
 
-use super::readings::{READING_COLUMNS, reading_at_column, truncate};
+use super::encoding::{decode_batch, encode_batch};
+use super::readings::truncate;
 use super::{SqliteStore, poisoned};
 use crate::{AppendBatch, AppendOutcome, StoreError};
 
@@ -38,12 +39,7 @@ impl SqliteStore {
         {
             let memtable = self.memtable.read().map_err(poisoned)?;
             let keys = self.keys.read().map_err(poisoned)?;
-            let mut insert = transaction.prepare_cached(
-                "INSERT INTO landing (id, sensor_id, location_id, read_at, received_at, message_id, vals)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?;
             let mut in_batch: HashMap<(SensorId, MessageId), ReadingId> = HashMap::new();
-            let mut values_json = String::with_capacity(128);
             if let Some(ids) = &batch.assigned_ids
                 && ids.len() != batch.readings.len()
             {
@@ -95,22 +91,21 @@ impl SqliteStore {
                     staged.push((id, reading));
                 }
                 counter.accepted += 1;
-                let (id, reading) = staged.last().expect("just pushed");
-                values_json.clear();
-                reading.values.write_json(&mut values_json);
-                insert.execute(params![
-                    id.as_bytes(),
-                    reading.sensor_id.as_str(),
-                    reading.location_id.as_str(),
-                    reading.read_at.0,
-                    received_at.0,
-                    reading.message_id.as_ref().map(|message| message.as_str()),
-                    values_json,
-                ])?;
-                outcomes.push(AppendOutcome::Accepted(*id));
+                outcomes.push(AppendOutcome::Accepted(id));
             }
         }
-        let first_seq = transaction.last_insert_rowid() - staged.len() as i64 + 1;
+        // The whole group commit is one landing row: one B-tree insert however many readings.
+        let seq = if staged.is_empty() {
+            0
+        } else {
+            transaction
+                .prepare_cached("INSERT INTO landing_batches (received_at, body) VALUES (?1, ?2)")?
+                .execute(params![
+                    received_at.0,
+                    encode_batch(staged.iter().map(|(id, reading)| (id, reading)))
+                ])?;
+            transaction.last_insert_rowid()
+        };
         if !batch.quarantine.is_empty() {
             let mut insert = transaction.prepare_cached(
                 "INSERT INTO quarantine (received_at, sensor_id, reason, path, message, payload)
@@ -138,7 +133,10 @@ impl SqliteStore {
                  ON CONFLICT(sensor_id) DO UPDATE SET accepted = accepted + ?2,
                     duplicate = duplicate + ?3, rejected = rejected + ?4",
             )?;
-            for (sensor, delta) in &counters {
+            // In key order: each B-tree page of the counters is visited once per commit.
+            let mut counters: Vec<_> = counters.iter().collect();
+            counters.sort_unstable_by(|left, right| left.0.cmp(right.0));
+            for (sensor, delta) in counters {
                 upsert.execute(params![
                     sensor.as_str(),
                     delta.accepted,
@@ -159,24 +157,22 @@ impl SqliteStore {
             }
         }
         let mut memtable = self.memtable.write().map_err(poisoned)?;
-        for (offset, (id, reading)) in staged.into_iter().enumerate() {
-            memtable.insert(
-                first_seq + offset as i64,
-                reading.into_reading(id, received_at),
-            );
+        for (id, reading) in staged {
+            memtable.insert(seq, reading.into_reading(id, received_at));
         }
         Ok(outcomes)
     }
 
-    /// The id stored under a dedup key in the indexed table, if any.
+    /// The id stored under a dedup key among packed readings, if any.
     fn flushed_duplicate_of(
         &self,
         sensor: &SensorId,
         message: &MessageId,
     ) -> Result<Option<ReadingId>, StoreError> {
         let reader = self.reader()?;
-        let mut lookup = reader
-            .prepare_cached("SELECT id FROM readings WHERE sensor_id = ?1 AND message_id = ?2")?;
+        let mut lookup = reader.prepare_cached(
+            "SELECT id FROM reading_keys WHERE sensor_id = ?1 AND message_id = ?2",
+        )?;
         let found = lookup
             .query_row(params![sensor.as_str(), message.as_str()], |row| {
                 row.get::<_, Vec<u8>>(0)
@@ -189,153 +185,44 @@ impl SqliteStore {
 
     fn flushed_id_exists(&self, id: ReadingId) -> Result<bool, StoreError> {
         let reader = self.reader()?;
-        let mut lookup = reader.prepare_cached("SELECT 1 FROM readings WHERE id = ?1")?;
+        let mut lookup = reader.prepare_cached("SELECT 1 FROM reading_ids WHERE id = ?1")?;
         Ok(lookup
             .query_row([id.as_bytes()], |_| Ok(()))
             .optional()?
             .is_some())
     }
 
-    /// Retention: flushes landed rows older than the cutoff (so one delete reaches both
-    /// layouts), then deletes at most `max_rows` of the oldest readings before it.
-    pub(super) fn delete_read_before(
-        &self,
-        older_than: Millis,
-        max_rows: usize,
-    ) -> Result<u64, StoreError> {
-        let landed_old = self
-            .memtable
-            .read()
-            .map_err(poisoned)?
-            .has_read_before(older_than);
-        if landed_old {
-            self.flush_all()?;
-        }
-        let writer = self.writer()?;
-        let removed = writer.execute(
-            "DELETE FROM readings WHERE seq IN (
-                SELECT seq FROM readings WHERE read_at < ?1 ORDER BY read_at LIMIT ?2)",
-            params![older_than.0, max_rows.max(1) as i64],
-        )?;
-        if removed > 0 {
-            tracing::info!(rows = removed, "retention deleted old readings");
-        }
-        Ok(removed as u64)
-    }
-
-    /// Moves up to `max_rows` of the oldest landed rows into the indexed table. The rows come
-    /// from memory; `landing` is only truncated afterwards.
-    pub(super) fn flush(&self, max_rows: usize) -> Result<usize, StoreError> {
-        let _one_at_a_time = self.flushing.lock().map_err(poisoned)?;
-        let (up_to, mut rows): (i64, Vec<Arc<Reading>>) = {
-            let memtable = self.memtable.read().map_err(poisoned)?;
-            match memtable.oldest(max_rows) {
-                Some(oldest) => oldest,
-                None => return Ok(0),
-            }
-        };
-        // Sorted by sensor, each index page is touched once per flush, not once per row.
-        rows.sort_by(|left, right| {
-            (&left.sensor_id, left.read_at).cmp(&(&right.sensor_id, right.read_at))
-        });
-        {
-            let mut writer = self.writer()?;
-            let transaction = writer.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            {
-                // OR IGNORE: after a crash between this commit and the landing delete, the same
-                // rows are flushed again; their unique ids make that a no-op.
-                let mut insert = transaction.prepare_cached(&format!(
-                    "INSERT OR IGNORE INTO readings ({READING_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
-                ))?;
-                let mut values_json = String::with_capacity(128);
-                for reading in &rows {
-                    values_json.clear();
-                    reading.values.write_json(&mut values_json);
-                    insert.execute(params![
-                        reading.id.as_bytes(),
-                        reading.sensor_id.as_str(),
-                        reading.location_id.as_str(),
-                        reading.read_at.0,
-                        reading.received_at.0,
-                        reading.message_id.as_ref().map(|message| message.as_str()),
-                        values_json,
-                    ])?;
-                }
-            }
-            transaction.commit()?;
-        }
-        self.memtable
-            .write()
-            .map_err(poisoned)?
-            .remove_through(up_to);
-        self.landing()?
-            .execute("DELETE FROM landing WHERE seq <= ?1", [up_to])?;
-        tracing::debug!(
-            rows = rows.len(),
-            "flushed landed readings into the indexed layout"
-        );
-        Ok(rows.len())
-    }
-
-    pub(super) fn flush_if_due(&self, now: Millis) -> Result<usize, StoreError> {
-        let due = {
-            let memtable = self.memtable.read().map_err(poisoned)?;
-            memtable.len() >= self.options.flush_rows
-                || memtable.oldest_received().is_some_and(|oldest| {
-                    now.0 - oldest.0 >= self.options.flush_age.as_millis() as i64
-                })
-        };
-        if due {
-            self.flush(self.options.flush_max_rows)
-        } else {
-            Ok(0)
-        }
-    }
-
-    /// Moves every landed row into the indexed table (used by tests and tools).
-    pub fn flush_all(&self) -> Result<usize, StoreError> {
-        let mut total = 0;
-        loop {
-            let moved = self.flush(self.options.flush_max_rows)?;
-            if moved == 0 {
-                return Ok(total);
-            }
-            total += moved;
-        }
-    }
-
-    /// Copies `landing.db`'s WAL into the database without blocking the ack path, so the WAL
-    /// restarts from its beginning instead of growing.
-    pub(super) fn checkpoint_landing(&self) -> Result<(), StoreError> {
-        self.landing_reader()?
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
-        Ok(())
-    }
-
-    pub(super) fn trim_quarantine(&self, now: Millis) -> Result<(), StoreError> {
-        let landing = self.landing()?;
-        let oldest_kept = now.0 - self.options.quarantine_max_age.as_millis() as i64;
-        landing.execute(
-            "DELETE FROM quarantine WHERE received_at < ?1",
-            [oldest_kept],
-        )?;
-        landing.execute(
-            "DELETE FROM quarantine WHERE id <= (SELECT MAX(id) FROM quarantine) - ?1",
-            [self.options.quarantine_max_rows as i64],
-        )?;
-        Ok(())
-    }
-
+    /// Reads landed batches back into the memtable. Batches a flush already packed (a crash
+    /// came between the flush's commit and the landing trim) are deleted, not reloaded.
     pub(super) fn reload_memtable(&self) -> Result<(), StoreError> {
+        let flushed_through: i64 = self.writer()?.query_row(
+            "SELECT landed_through FROM flush_state WHERE singleton = 1",
+            [],
+            |row| row.get(0),
+        )?;
+        let repaired = self.landing()?.execute(
+            "DELETE FROM landing_batches WHERE seq <= ?1",
+            [flushed_through],
+        )?;
+        if repaired > 0 {
+            tracing::info!(
+                batches = repaired,
+                "removed landed batches an interrupted flush had already stored"
+            );
+        }
         let reader = self.landing_reader()?;
-        let mut statement = reader.prepare(&format!(
-            "SELECT seq, {READING_COLUMNS} FROM landing ORDER BY seq"
-        ))?;
+        let mut statement =
+            reader.prepare("SELECT seq, received_at, body FROM landing_batches ORDER BY seq")?;
         let mut rows = statement.query([])?;
         let mut memtable = self.memtable.write().map_err(poisoned)?;
+        memtable.set_flushed_through(flushed_through);
         while let Some(row) = rows.next()? {
             let seq: i64 = row.get(0)?;
-            memtable.insert(seq, reading_at_column(row, 1)?);
+            let received_at = Millis(row.get(1)?);
+            let body = row.get_ref(2)?.as_blob().map_err(rusqlite::Error::from)?;
+            for reading in decode_batch(body, received_at)? {
+                memtable.insert(seq, reading);
+            }
         }
         if memtable.len() > 0 {
             tracing::info!(
@@ -346,25 +233,26 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Fills the key filter with every dedup key stored, flushed or landed.
+    /// Fills the key filter with every dedup key stored, packed or landed.
     pub(super) fn reload_key_filter(&self) -> Result<(), StoreError> {
         let mut keys = self.keys.write().map_err(poisoned)?;
         let mut count = 0usize;
-        let mut scan = |connection: &Connection, table: &str| -> Result<(), StoreError> {
-            let mut statement = connection.prepare(&format!(
-                "SELECT sensor_id, message_id FROM {table} WHERE message_id IS NOT NULL"
-            ))?;
+        {
+            let reader = self.reader()?;
+            let mut statement = reader.prepare("SELECT sensor_id, message_id FROM reading_keys")?;
             let mut rows = statement.query([])?;
             while let Some(row) = rows.next()? {
-                let sensor: String = row.get(0)?;
-                let message: String = row.get(1)?;
-                keys.insert(&sensor, &message);
+                let sensor = row.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
+                let message = row.get_ref(1)?.as_str().map_err(rusqlite::Error::from)?;
+                keys.insert(sensor, message);
                 count += 1;
             }
-            Ok(())
-        };
-        scan(&*self.reader()?, "readings")?;
-        scan(&*self.landing_reader()?, "landing")?;
+        }
+        count += self
+            .memtable
+            .read()
+            .map_err(poisoned)?
+            .for_each_key(|sensor, message| keys.insert(sensor, message));
         tracing::info!(keys = count, "loaded dedup keys");
         Ok(())
     }

@@ -1,10 +1,11 @@
-//! The in-memory mirror of the landing table.
+//! The in-memory mirror of the landed batches.
 //!
-//! Every row in `landing` is also here, indexed by id, by sensor and by dedup key, so queries
-//! and duplicate checks never scan the unindexed landing table. Rows leave the memtable only
-//! after the flush that moved them into `readings` has committed; a query that reads the
-//! memtable first and the table second therefore never misses a row (it may see one twice,
-//! which the merge removes).
+//! Every reading in `landing_batches` is also here, indexed by id, by sensor and by dedup
+//! key, so queries and duplicate checks never read landing.db. Readings of one group commit
+//! share its landing seq, and a flush takes whole batches. Readings leave the memtable only
+//! after the flush that packed them into chunks has committed; a query that reads the
+//! memtable first and the chunks second therefore never misses a reading (it may see one
+//! twice, which the merge removes).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -22,6 +23,8 @@ pub(crate) struct Memtable {
     by_message: HashMap<(SensorId, MessageId), ReadingId>,
     /// When the oldest row in the memtable was received.
     oldest_received: Option<Millis>,
+    /// The landing seq of the last batch a flush moved out (0 before the first).
+    flushed_through: i64,
 }
 
 impl Memtable {
@@ -35,8 +38,8 @@ impl Memtable {
 
     pub fn insert(&mut self, seq: i64, reading: Reading) {
         debug_assert!(
-            self.rows.back().is_none_or(|(last, _)| *last < seq),
-            "landing seq must grow"
+            self.rows.back().is_none_or(|(last, _)| *last <= seq),
+            "landing seq must not go back (one seq per group commit)"
         );
         let reading = Arc::new(reading);
         if let Some(message) = &reading.message_id {
@@ -52,11 +55,26 @@ impl Memtable {
         self.rows.push_back((seq, reading));
     }
 
-    /// The oldest `count` rows and the landing seq of the newest of them.
+    /// The landing seq of the last batch flushed out: every row still here has a larger one.
+    pub fn flushed_through(&self) -> i64 {
+        self.flushed_through
+    }
+
+    /// Starts the seq count after a reopen, where earlier batches were flushed before.
+    pub fn set_flushed_through(&mut self, seq: i64) {
+        self.flushed_through = self.flushed_through.max(seq);
+    }
+
+    /// The oldest `count` rows, extended to the end of the last group commit they reach (a
+    /// landing row holds a whole batch and is deleted whole), and the seq of that commit.
     pub fn oldest(&self, count: usize) -> Option<(i64, Vec<Arc<Reading>>)> {
-        let count = count.min(self.rows.len());
+        let mut count = count.min(self.rows.len());
         if count == 0 {
             return None;
+        }
+        let last_seq = self.rows[count - 1].0;
+        while count < self.rows.len() && self.rows[count].0 == last_seq {
+            count += 1;
         }
         let rows = self
             .rows
@@ -67,7 +85,7 @@ impl Memtable {
         Some((self.rows[count - 1].0, rows))
     }
 
-    /// Forgets every row with landing seq ≤ `up_to` (they are now in the readings table).
+    /// Forgets every row with landing seq ≤ `up_to` (they are now in chunks).
     pub fn remove_through(&mut self, up_to: i64) {
         while let Some((seq, _)) = self.rows.front() {
             if *seq > up_to {
@@ -89,6 +107,15 @@ impl Memtable {
             }
         }
         self.oldest_received = self.rows.front().map(|(_, reading)| reading.received_at);
+        self.flushed_through = self.flushed_through.max(up_to);
+    }
+
+    /// Calls `visit` with every landed dedup key; answers how many.
+    pub fn for_each_key(&self, mut visit: impl FnMut(&str, &str)) -> usize {
+        for (sensor, message) in self.by_message.keys() {
+            visit(sensor.as_str(), message.as_str());
+        }
+        self.by_message.len()
     }
 
     pub fn duplicate_of(&self, sensor: &SensorId, message: &MessageId) -> Option<ReadingId> {

@@ -1,54 +1,31 @@
-//! Reading queries of the SQLite store: by id, lists merged from memory and the indexed
-//! table, quarantine and counters.
+//! Reading queries of the SQLite store: by id, and lists merged from the memtable and the
+//! chunks (the walk over chunks is in scan.rs), plus quarantine and counters.
 
 use std::collections::HashSet;
+use std::sync::atomic::Ordering;
 
-use rusqlite::types::Value;
-use rusqlite::{OptionalExtension, Row, params};
+use rusqlite::{OptionalExtension, params};
 
-use audrey_model::{LocationId, MessageId, Millis, Reading, ReadingId, ReadingValues, SensorId};
+use audrey_model::{LocationId, Millis, Reading, ReadingId, SensorId};
 
+use super::encoding::decode_one;
 use super::geo::location_ids_in;
 use super::memtable::{is_after, sort_readings};
+use super::scan::walk_chunks;
 use super::{SqliteStore, poisoned};
 use crate::{
-    Cursor, Order, Page, QuarantineEntry, QuarantineFilter, ReadingQuery, SensorCounters,
-    StoreError,
+    Cursor, Page, QuarantineEntry, QuarantineFilter, ReadingQuery, SensorCounters, StoreError,
 };
 
-pub(super) const READING_COLUMNS: &str =
-    "id, sensor_id, location_id, read_at, received_at, message_id, vals";
-
-pub(super) fn reading_from_row(row: &Row<'_>) -> rusqlite::Result<Reading> {
-    reading_at_column(row, 0)
-}
-
-/// Decodes the READING_COLUMNS that start at column `first`.
-pub(super) fn reading_at_column(row: &Row<'_>, first: usize) -> rusqlite::Result<Reading> {
-    let id: Vec<u8> = row.get(first)?;
-    let sensor: String = row.get(first + 1)?;
-    let location: String = row.get(first + 2)?;
-    let message: Option<String> = row.get(first + 5)?;
-    let values: String = row.get(first + 6)?;
-    let corrupt = |what: &str| {
-        rusqlite::Error::FromSqlConversionFailure(
-            first,
-            rusqlite::types::Type::Text,
-            what.to_string().into(),
-        )
-    };
-    Ok(Reading {
-        id: ReadingId(uuid::Uuid::from_slice(&id).map_err(|_| corrupt("reading id"))?),
-        sensor_id: SensorId::parse(&sensor).map_err(|_| corrupt("sensor id"))?,
-        location_id: LocationId::parse(&location).map_err(|_| corrupt("location id"))?,
-        read_at: Millis(row.get(first + 3)?),
-        received_at: Millis(row.get(first + 4)?),
-        values: ReadingValues::from_json(&values).ok_or_else(|| corrupt("values"))?,
-        message_id: message
-            .map(|text| MessageId::parse(&text))
-            .transpose()
-            .map_err(|_| corrupt("message id"))?,
-    })
+pub(super) fn parse_chunk_owner(
+    sensor: &str,
+    location: &str,
+) -> Result<(SensorId, LocationId), StoreError> {
+    let corrupt = |what: &str| StoreError::Internal(format!("a chunk's {what} is corrupt"));
+    Ok((
+        SensorId::parse(sensor).map_err(|_| corrupt("sensor id"))?,
+        LocationId::parse(location).map_err(|_| corrupt("location id"))?,
+    ))
 }
 
 impl SqliteStore {
@@ -57,12 +34,20 @@ impl SqliteStore {
             return Ok(Some(reading));
         }
         let reader = self.reader()?;
-        let mut statement = reader.prepare_cached(&format!(
-            "SELECT {READING_COLUMNS} FROM readings WHERE id = ?1"
-        ))?;
-        Ok(statement
-            .query_row([id.as_bytes()], reading_from_row)
-            .optional()?)
+        let mut statement = reader.prepare_cached(
+            "SELECT c.sensor_id, c.location_id, c.body FROM reading_ids i
+             JOIN chunks c ON c.chunk = i.chunk WHERE i.id = ?1",
+        )?;
+        let mut rows = statement.query([id.as_bytes()])?;
+        let Some(row) = rows.next()? else {
+            return Ok(None);
+        };
+        let (sensor, location) = parse_chunk_owner(
+            row.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?,
+            row.get_ref(1)?.as_str().map_err(rusqlite::Error::from)?,
+        )?;
+        let body = row.get_ref(2)?.as_blob().map_err(rusqlite::Error::from)?;
+        decode_one(body, &sensor, &location, id)
     }
 
     /// Memtable and table merged in id order; the table side walks the `readings_id` index.
@@ -115,20 +100,27 @@ impl SqliteStore {
             }
             None => None,
         };
-        // Memtable first, table second: see the memtable module for why this never misses.
+        // Memtable first, chunks second: see the memtable module for why this never misses.
         let mut items = self
             .memtable
             .read()
             .map_err(poisoned)?
             .query(&probe, near.as_ref());
-        let (sql, values) = readings_sql(&probe, near.as_ref())?;
-        {
-            let mut statement = reader.prepare_cached(&sql)?;
-            let rows = statement.query_map(rusqlite::params_from_iter(values), reading_from_row)?;
-            for row in rows {
-                items.push(row?);
-            }
-        }
+        // Read after the memtable: a flush that changes the chunks after this point moved
+        // readings this memtable snapshot still holds (see scan.rs).
+        let generation = self.layout_generation.load(Ordering::Acquire);
+        let mut walked = walk_chunks(
+            &reader,
+            &probe,
+            near.as_ref(),
+            probe.limit,
+            generation,
+            &self.saved_walks,
+        )?;
+        // Only readings of the walk go back into its heap: one copy each.
+        let from_chunks: HashSet<ReadingId> =
+            walked.readings.iter().map(|reading| reading.id).collect();
+        items.append(&mut walked.readings);
         sort_readings(&mut items, query.order);
         items.dedup_by_key(|reading| reading.id);
         debug_assert!(
@@ -138,15 +130,23 @@ impl SqliteStore {
                     .after
                     .is_none_or(|c| is_after(reading, c, query.order)))
         );
-        let next_cursor = (items.len() > limit).then(|| {
-            items.truncate(limit);
+        let next_cursor = if items.len() > limit {
+            let mut rest = items.split_off(limit);
+            rest.retain(|reading| from_chunks.contains(&reading.id));
             let last = &items[limit - 1];
-            Cursor {
+            let cursor = Cursor {
                 read_at: last.read_at,
                 id: last.id,
-            }
-            .encode()
-        });
+            };
+            walked.pause(
+                cursor,
+                rest,
+                &mut *self.saved_walks.lock().map_err(poisoned)?,
+            );
+            Some(cursor.encode())
+        } else {
+            None
+        };
         Ok(Page { items, next_cursor })
     }
 
@@ -203,63 +203,6 @@ impl SqliteStore {
             .optional()?;
         Ok(counters.unwrap_or_default())
     }
-}
-
-fn readings_sql(
-    query: &ReadingQuery,
-    near: Option<&HashSet<LocationId>>,
-) -> Result<(String, Vec<Value>), StoreError> {
-    let mut sql = format!("SELECT {READING_COLUMNS} FROM readings WHERE 1 = 1");
-    let mut values: Vec<Value> = Vec::new();
-    if let Some(locations) = near {
-        let ids: Vec<&str> = locations.iter().map(LocationId::as_str).collect();
-        sql.push_str(" AND location_id IN (SELECT value FROM json_each(?))");
-        values.push(Value::Text(
-            serde_json::to_string(&ids).map_err(|error| StoreError::Internal(error.to_string()))?,
-        ));
-    }
-    if let Some(sensor) = &query.sensor {
-        sql.push_str(" AND sensor_id = ?");
-        values.push(Value::Text(sensor.to_string()));
-    }
-    if let Some(location) = &query.location {
-        sql.push_str(" AND location_id = ?");
-        values.push(Value::Text(location.to_string()));
-    }
-    // A cursor narrows the read_at range itself: given two lower (or upper) bounds on the
-    // same column SQLite starts the index scan at one of them, and starting at `from` would
-    // re-walk every earlier page on each later page.
-    let (mut from, mut to) = (query.from, query.to);
-    match (query.after, query.order) {
-        (Some(cursor), Order::Oldest) => from = from.max(Some(cursor.read_at)),
-        (Some(cursor), Order::Newest) => {
-            let through_cursor = Millis(cursor.read_at.0.saturating_add(1));
-            to = Some(to.map_or(through_cursor, |to| to.min(through_cursor)));
-        }
-        (None, _) => {}
-    }
-    if let Some(from) = from {
-        sql.push_str(" AND read_at >= ?");
-        values.push(Value::Integer(from.0));
-    }
-    if let Some(to) = to {
-        sql.push_str(" AND read_at < ?");
-        values.push(Value::Integer(to.0));
-    }
-    let (comparison, direction) = match query.order {
-        Order::Newest => ("<", "DESC"),
-        Order::Oldest => (">", "ASC"),
-    };
-    if let Some(cursor) = query.after {
-        sql.push_str(&format!(" AND (read_at, id) {comparison} (?, ?)"));
-        values.push(Value::Integer(cursor.read_at.0));
-        values.push(Value::Blob(cursor.id.as_bytes().to_vec()));
-    }
-    sql.push_str(&format!(
-        " ORDER BY read_at {direction}, id {direction} LIMIT ?"
-    ));
-    values.push(Value::Integer(query.limit as i64));
-    Ok((sql, values))
 }
 
 pub(super) fn truncate(text: &str, max_bytes: usize) -> &str {

@@ -89,10 +89,48 @@ pub(crate) const MAIN: &[&str] = &[
     CREATE INDEX locations_iata ON locations(iata) WHERE iata IS NOT NULL;
     CREATE INDEX locations_position ON locations(latitude, longitude);
     "#,
+    // 4: readings packed into per-sensor chunks (the layout is described in sqlite.rs and
+    // encoding.rs). The rows of `readings` are converted at open (legacy.rs), then it is
+    // dropped.
+    r#"
+    CREATE TABLE chunks (
+        chunk INTEGER PRIMARY KEY,
+        sensor_id TEXT NOT NULL,
+        location_id TEXT NOT NULL,
+        min_read_at INTEGER NOT NULL,
+        max_read_at INTEGER NOT NULL,
+        count INTEGER NOT NULL,
+        -- The landing seq the flush that wrote this chunk went up to (0: converted).
+        flushed_through INTEGER NOT NULL,
+        body BLOB NOT NULL
+    );
+    CREATE INDEX chunks_sensor_min ON chunks(sensor_id, min_read_at);
+    CREATE INDEX chunks_sensor_max ON chunks(sensor_id, max_read_at);
+    CREATE INDEX chunks_location_min ON chunks(location_id, min_read_at);
+    CREATE INDEX chunks_location_max ON chunks(location_id, max_read_at);
+    CREATE INDEX chunks_min ON chunks(min_read_at);
+    CREATE INDEX chunks_max ON chunks(max_read_at);
+    CREATE TABLE reading_ids (
+        id BLOB PRIMARY KEY,
+        chunk INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE reading_keys (
+        sensor_id TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        id BLOB NOT NULL,
+        PRIMARY KEY (sensor_id, message_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE flush_state (
+        singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
+        landed_through INTEGER NOT NULL
+    );
+    INSERT INTO flush_state (singleton, landed_through) VALUES (1, 0);
+    "#,
 ];
 
 /// Migrations of `landing.db`: everything the acknowledgement path writes in one transaction.
-pub(crate) const LANDING: &[&str] = &[r#"
+pub(crate) const LANDING: &[&str] = &[
+    r#"
     -- Append-only: the acknowledgement path writes here and nowhere else.
     CREATE TABLE landing (
         seq INTEGER PRIMARY KEY,
@@ -120,7 +158,18 @@ pub(crate) const LANDING: &[&str] = &[r#"
         duplicate INTEGER NOT NULL DEFAULT 0,
         rejected INTEGER NOT NULL DEFAULT 0
     ) WITHOUT ROWID;
-    "#];
+    "#,
+    // 2: one row per group commit, the batch in the binary encoding of encoding.rs.
+    // AUTOINCREMENT: a seq is never reused, even after the table was emptied, because
+    // audrey.db remembers the highest seq it has flushed.
+    r#"
+    CREATE TABLE landing_batches (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        received_at INTEGER NOT NULL,
+        body BLOB NOT NULL
+    );
+    "#,
+];
 
 /// The schema version of this build: the sum over both databases.
 pub(crate) fn latest_version() -> usize {

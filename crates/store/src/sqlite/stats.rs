@@ -1,11 +1,15 @@
 //! Statistics and time buckets in the SQLite store.
 //!
-//! SQL filters by time (and sensor or location) and extracts the metric with
-//! `json_extract`; Rust folds the values into [`Collector`]s, so the definitions in
-//! [`audrey_model::Summary`] hold exactly. Rows still in the memtable are folded in too: the
-//! memtable is read first and the table second (as for lists), and a table row whose id was
-//! in that memtable snapshot is skipped, so a flush running in between never counts a reading
-//! twice. Read order does not matter: nothing here depends on `read_at` being in order.
+//! SQL picks the chunks that overlap the time range (and sensor or location); Rust decodes
+//! only the `read_at` column and the one metric's column of each ([`metric_column`]) and
+//! folds the values into [`Collector`]s, so the definitions in [`audrey_model::Summary`] hold
+//! exactly. The group key of a chunk is its sensor or location (or that location's city or
+//! country), the same for all its readings.
+//!
+//! Readings still in the memtable are folded in too: the memtable is read first and the
+//! chunks second (as for lists). A reading in both (a flush committed in between) is counted
+//! once: chunks written by such a flush are the ones whose `flushed_through` is past the
+//! memtable's at snapshot time, and only their ids are checked against the snapshot.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -16,6 +20,8 @@ use audrey_model::{
     LocationId, Millis, Reading, ReadingId, SensorId, Summary, percentile_of_sorted,
 };
 
+use super::encoding::metric_column;
+use super::flush::span_start;
 use super::{SqliteStore, poisoned};
 use crate::{AggregateQuery, Aggregation, Bucket, GroupBy, StatsGroup, StatsQuery, StoreError};
 
@@ -107,59 +113,96 @@ impl Collector {
     }
 }
 
-/// `json_extract` path of a metric; names are `[A-Za-z0-9._:-]`, safe inside quotes.
-fn metric_path(metric: &str) -> String {
-    format!("$.\"{metric}\"")
-}
-
-/// Time and key conditions shared by both queries, as SQL and parameters.
-fn conditions(
+/// The chunks overlapping the filters, as SQL and parameters.
+fn chunks_sql(
+    columns: &str,
     sensor: Option<&SensorId>,
     location: Option<&LocationId>,
     from: Option<Millis>,
     to: Option<Millis>,
 ) -> (String, Vec<Value>) {
-    let mut sql = String::new();
+    let mut sql = format!("SELECT {columns} FROM chunks WHERE 1 = 1");
     let mut values = Vec::new();
     if let Some(sensor) = sensor {
-        sql.push_str(" AND r.sensor_id = ?");
+        sql.push_str(" AND sensor_id = ?");
         values.push(Value::Text(sensor.to_string()));
     }
     if let Some(location) = location {
-        sql.push_str(" AND r.location_id = ?");
+        sql.push_str(if sensor.is_some() {
+            " AND +location_id = ?"
+        } else {
+            " AND location_id = ?"
+        });
         values.push(Value::Text(location.to_string()));
     }
     if let Some(from) = from {
-        sql.push_str(" AND r.read_at >= ?");
+        // A chunk lies within one span: this bound is exact and uses the index.
+        sql.push_str(" AND min_read_at >= ? AND max_read_at >= ?");
+        values.push(Value::Integer(span_start(from.0)));
         values.push(Value::Integer(from.0));
     }
     if let Some(to) = to {
-        sql.push_str(" AND r.read_at < ?");
+        sql.push_str(" AND min_read_at < ?");
         values.push(Value::Integer(to.0));
     }
     (sql, values)
 }
 
+/// Memtable readings matching the filters, their ids, and the landing seq below which
+/// every reading had left the memtable when it was read.
+struct Landed {
+    rows: Vec<Arc<Reading>>,
+    ids: HashSet<ReadingId>,
+    flushed_through: i64,
+}
+
+/// Folds one chunk's values of the metric with `from <= read_at < to`, skipping readings
+/// also counted from the memtable; calls `add(read_at, value)`.
+fn fold_chunk(
+    body: &[u8],
+    metric: &str,
+    chunk_flushed_through: i64,
+    landed: &Landed,
+    (from, to): (i64, i64),
+    mut add: impl FnMut(i64, f64),
+) -> Result<(), StoreError> {
+    let check_ids = chunk_flushed_through > landed.flushed_through && !landed.ids.is_empty();
+    let Some(column) = metric_column(body, metric, check_ids)? else {
+        return Ok(());
+    };
+    for (index, value) in column.values {
+        let read_at = column.read_at[index];
+        if read_at < from || read_at >= to {
+            continue;
+        }
+        if check_ids && landed.ids.contains(&column.ids[index]) {
+            continue;
+        }
+        add(read_at, value);
+    }
+    Ok(())
+}
+
 impl SqliteStore {
-    /// Landed readings matching the filters, and their ids.
     fn memtable_snapshot(
         &self,
         sensor: Option<&SensorId>,
         location: Option<&LocationId>,
         from: Option<Millis>,
         to: Option<Millis>,
-    ) -> Result<(Vec<Arc<Reading>>, HashSet<ReadingId>), StoreError> {
-        let rows = self
-            .memtable
-            .read()
-            .map_err(poisoned)?
-            .scan(sensor, location, from, to);
+    ) -> Result<Landed, StoreError> {
+        let memtable = self.memtable.read().map_err(poisoned)?;
+        let rows = memtable.scan(sensor, location, from, to);
         let ids = rows.iter().map(|reading| reading.id).collect();
-        Ok((rows, ids))
+        Ok(Landed {
+            rows,
+            ids,
+            flushed_through: memtable.flushed_through(),
+        })
     }
 
     pub(super) fn compute_stats(&self, query: &StatsQuery) -> Result<Vec<StatsGroup>, StoreError> {
-        let (landed, landed_ids) = self.memtable_snapshot(None, None, query.from, query.to)?;
+        let landed = self.memtable_snapshot(None, None, query.from, query.to)?;
         let keep_values = !query.percentiles.is_empty();
         let mut groups: HashMap<Option<String>, Collector> = HashMap::new();
         let reader = self.reader()?;
@@ -168,63 +211,64 @@ impl SqliteStore {
             let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
             Ok(rows.collect::<Result<_, _>>()?)
         };
-        let places = match (query.group_by, landed.is_empty()) {
-            (_, true) | (GroupBy::Sensor | GroupBy::Location, _) => HashMap::new(),
-            (GroupBy::City, false) => place_of("city")?,
-            (GroupBy::Country, false) => place_of("country")?,
+        let places = match query.group_by {
+            GroupBy::Sensor | GroupBy::Location => HashMap::new(),
+            GroupBy::City => place_of("city")?,
+            GroupBy::Country => place_of("country")?,
         };
-        for reading in &landed {
+        let key_of = |sensor: &str, location: &str| match query.group_by {
+            GroupBy::Sensor => Some(sensor.to_string()),
+            GroupBy::Location => Some(location.to_string()),
+            GroupBy::City | GroupBy::Country => places.get(location).cloned().flatten(),
+        };
+        for reading in &landed.rows {
             let Some(value) = reading.values.get(query.metric.as_str()) else {
                 continue;
             };
-            let key = match query.group_by {
-                GroupBy::Sensor => Some(reading.sensor_id.to_string()),
-                GroupBy::Location => Some(reading.location_id.to_string()),
-                GroupBy::City | GroupBy::Country => {
-                    places.get(reading.location_id.as_str()).cloned().flatten()
-                }
-            };
             groups
-                .entry(key)
+                .entry(key_of(
+                    reading.sensor_id.as_str(),
+                    reading.location_id.as_str(),
+                ))
                 .or_insert_with(|| Collector::new(keep_values))
                 .push(value);
         }
-        let (key_sql, join) = match query.group_by {
-            GroupBy::Sensor => ("r.sensor_id", ""),
-            GroupBy::Location => ("r.location_id", ""),
-            GroupBy::City => ("l.city", " JOIN locations l ON l.id = r.location_id"),
-            GroupBy::Country => ("l.country", " JOIN locations l ON l.id = r.location_id"),
-        };
-        let (where_sql, mut values) = conditions(None, None, query.from, query.to);
-        values.insert(0, Value::Text(metric_path(query.metric.as_str())));
-        let sql = format!(
-            "SELECT r.id, {key_sql}, json_extract(r.vals, ?1) AS v FROM readings r{join}
-             WHERE v IS NOT NULL{where_sql}"
+        let (sql, values) = chunks_sql(
+            "sensor_id, location_id, flushed_through, body",
+            None,
+            None,
+            query.from,
+            query.to,
+        );
+        let bounds = (
+            query.from.map_or(i64::MIN, |from| from.0),
+            query.to.map_or(i64::MAX, |to| to.0),
         );
         let mut statement = reader.prepare_cached(&sql)?;
         let mut rows = statement.query(rusqlite::params_from_iter(values))?;
-        let mut current_key: Option<String> = None;
+        let mut chunk_values: Vec<f64> = Vec::new();
         while let Some(row) = rows.next()? {
-            if !landed_ids.is_empty() && landed_ids.contains(&reading_id(row)?) {
+            let sensor = row.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
+            let location = row.get_ref(1)?.as_str().map_err(rusqlite::Error::from)?;
+            let body = row.get_ref(3)?.as_blob().map_err(rusqlite::Error::from)?;
+            chunk_values.clear();
+            fold_chunk(
+                body,
+                query.metric.as_str(),
+                row.get(2)?,
+                &landed,
+                bounds,
+                |_, value| chunk_values.push(value),
+            )?;
+            if chunk_values.is_empty() {
                 continue;
             }
-            let key = row.get_ref(1)?;
-            let key = match key {
-                rusqlite::types::ValueRef::Text(text) => Some(text),
-                _ => None,
-            };
-            // Rows mostly arrive grouped; reuse the last key's String to avoid allocating.
-            if current_key.as_deref().map(str::as_bytes) != key {
-                current_key = key.map(|text| String::from_utf8_lossy(text).into_owned());
-            }
-            let value: f64 = row.get(2)?;
-            match groups.get_mut(&current_key) {
-                Some(collector) => collector.push(value),
-                None => {
-                    let mut collector = Collector::new(keep_values);
-                    collector.push(value);
-                    groups.insert(current_key.clone(), collector);
-                }
+            // One group look-up per chunk: its readings share sensor and location.
+            let collector = groups
+                .entry(key_of(sensor, location))
+                .or_insert_with(|| Collector::new(keep_values));
+            for value in &chunk_values {
+                collector.push(*value);
             }
         }
         let mut answer: Vec<StatsGroup> = groups
@@ -243,7 +287,7 @@ impl SqliteStore {
         query: &AggregateQuery,
     ) -> Result<Vec<Bucket>, StoreError> {
         let width = query.bucket_ms.max(1);
-        let (landed, landed_ids) = self.memtable_snapshot(
+        let landed = self.memtable_snapshot(
             query.sensor.as_ref(),
             query.location.as_ref(),
             query.from,
@@ -257,30 +301,35 @@ impl SqliteStore {
                 .or_insert_with(|| Collector::new(keep_values))
                 .push(value);
         };
-        for reading in &landed {
+        for reading in &landed.rows {
             if let Some(value) = reading.values.get(query.metric.as_str()) {
                 add(reading.read_at.0, value);
             }
         }
-        let (where_sql, mut values) = conditions(
+        let (sql, values) = chunks_sql(
+            "flushed_through, body",
             query.sensor.as_ref(),
             query.location.as_ref(),
             query.from,
             query.to,
         );
-        values.insert(0, Value::Text(metric_path(query.metric.as_str())));
-        let sql = format!(
-            "SELECT r.id, r.read_at, json_extract(r.vals, ?1) AS v FROM readings r
-             WHERE v IS NOT NULL{where_sql}"
+        let bounds = (
+            query.from.map_or(i64::MIN, |from| from.0),
+            query.to.map_or(i64::MAX, |to| to.0),
         );
         let reader = self.reader()?;
         let mut statement = reader.prepare_cached(&sql)?;
         let mut rows = statement.query(rusqlite::params_from_iter(values))?;
         while let Some(row) = rows.next()? {
-            if !landed_ids.is_empty() && landed_ids.contains(&reading_id(row)?) {
-                continue;
-            }
-            add(row.get(1)?, row.get(2)?);
+            let body = row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?;
+            fold_chunk(
+                body,
+                query.metric.as_str(),
+                row.get(0)?,
+                &landed,
+                bounds,
+                &mut add,
+            )?;
         }
         Ok(buckets
             .into_iter()
@@ -290,14 +339,4 @@ impl SqliteStore {
             })
             .collect())
     }
-}
-
-fn reading_id(row: &rusqlite::Row<'_>) -> Result<ReadingId, StoreError> {
-    let bytes = row
-        .get_ref(0)?
-        .as_blob()
-        .map_err(|_| StoreError::Internal("a stored reading id is not a blob".into()))?;
-    uuid::Uuid::from_slice(bytes)
-        .map(ReadingId)
-        .map_err(|_| StoreError::Internal("a stored reading id is not a UUID".into()))
 }

@@ -1,0 +1,292 @@
+//! The background half of the SQLite store: packing landed readings into chunks in
+//! `audrey.db`, retention over chunks, and upkeep of `landing.db`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use rusqlite::{Transaction, TransactionBehavior, params};
+
+use audrey_model::{LocationId, Millis, Reading, SensorId};
+
+use super::encoding::{chunk_keys, decode_chunk, encode_chunk};
+use super::{SqliteStore, poisoned};
+use crate::StoreError;
+
+/// A chunk never holds readings from two of these spans of `read_at` (aligned to the epoch).
+/// So a chunk overlapping `[from, to)` has `min_read_at >= span_start(from)`, which bounds
+/// every time-range scan of the chunk indexes from below, even though chunks of a sensor
+/// overlap in time when data arrives out of order.
+pub(crate) const CHUNK_SPAN_MS: i64 = 3_600_000;
+
+pub(crate) fn span_start(read_at: i64) -> i64 {
+    read_at.div_euclid(CHUNK_SPAN_MS) * CHUNK_SPAN_MS
+}
+
+/// Packs `readings` into chunks (one per sensor, location and span), in one transaction the
+/// caller commits. A reading whose id is already stored is skipped, so packing the same rows
+/// twice stores them once. Answers how many readings were stored.
+pub(crate) fn write_chunks<R: std::ops::Deref<Target = Reading>>(
+    transaction: &Transaction<'_>,
+    readings: &[R],
+    flushed_through: i64,
+) -> Result<usize, StoreError> {
+    let mut groups: HashMap<(&SensorId, &LocationId, i64), Vec<&Reading>> = HashMap::new();
+    for reading in readings {
+        groups
+            .entry((
+                &reading.sensor_id,
+                &reading.location_id,
+                span_start(reading.read_at.0),
+            ))
+            .or_default()
+            .push(reading);
+    }
+    // Sensor order: the dedup index is clustered by sensor, so its pages are touched once.
+    let mut groups: Vec<_> = groups.into_iter().collect();
+    groups.sort_unstable_by(|left, right| left.0.cmp(&right.0));
+    let mut insert_chunk = transaction.prepare_cached(
+        "INSERT INTO chunks (chunk, sensor_id, location_id, min_read_at, max_read_at, count,
+            flushed_through, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    // This transaction is the only writer: numbering the chunks here lets the id index point
+    // at a chunk before its row is written.
+    let first_chunk: i64 = transaction.query_row(
+        "SELECT COALESCE(MAX(chunk), 0) + 1 FROM chunks",
+        [],
+        |row| row.get(0),
+    )?;
+    let mut insert_id = transaction
+        .prepare_cached("INSERT OR IGNORE INTO reading_ids (id, chunk) VALUES (?1, ?2)")?;
+    let mut insert_key = transaction.prepare_cached(
+        "INSERT OR IGNORE INTO reading_keys (sensor_id, message_id, id) VALUES (?1, ?2, ?3)",
+    )?;
+    // Number the chunks, then write the per-reading index entries in their own key order
+    // (ids ascending, keys by sensor and message): each B-tree page is touched once.
+    let mut numbered = Vec::with_capacity(groups.len());
+    let mut entries: Vec<(&Reading, i64)> = Vec::with_capacity(readings.len());
+    for (chunk, ((sensor, location, _), mut group)) in (first_chunk..).zip(groups) {
+        group.sort_unstable_by_key(|reading| (reading.read_at, reading.id));
+        group.dedup_by_key(|reading| reading.id);
+        entries.extend(group.iter().map(|reading| (*reading, chunk)));
+        numbered.push((chunk, sensor, location, group));
+    }
+    entries.sort_unstable_by_key(|(reading, _)| reading.id);
+    // An id already stored (packing the same readings twice) stays where it is.
+    let mut already_stored = std::collections::HashSet::new();
+    for (reading, chunk) in &entries {
+        if insert_id.execute(params![reading.id.as_bytes(), chunk])? == 0 {
+            already_stored.insert(reading.id);
+        }
+    }
+    let mut keys: Vec<(&str, &str, &Reading)> = entries
+        .iter()
+        .filter(|(reading, _)| !already_stored.contains(&reading.id))
+        .filter_map(|(reading, _)| {
+            let message = reading.message_id.as_ref()?;
+            Some((reading.sensor_id.as_str(), message.as_str(), *reading))
+        })
+        .collect();
+    keys.sort_unstable_by(|left, right| (left.0, left.1).cmp(&(right.0, right.1)));
+    for (sensor, message, reading) in keys {
+        insert_key.execute(params![sensor, message, reading.id.as_bytes()])?;
+    }
+    let mut stored = 0;
+    for (chunk, sensor, location, mut group) in numbered {
+        if !already_stored.is_empty() {
+            group.retain(|reading| !already_stored.contains(&reading.id));
+        }
+        if group.is_empty() {
+            continue;
+        }
+        insert_chunk.execute(params![
+            chunk,
+            sensor.as_str(),
+            location.as_str(),
+            group[0].read_at.0,
+            group[group.len() - 1].read_at.0,
+            group.len() as i64,
+            flushed_through,
+            encode_chunk(&group),
+        ])?;
+        stored += group.len();
+    }
+    Ok(stored)
+}
+
+impl SqliteStore {
+    /// Moves the oldest landed batches (about `max_rows` readings) into chunks. The rows come
+    /// from memory; `landing_batches` is only trimmed after the chunks committed, and the
+    /// same transaction records how far the flush got, so a crash in between is repaired at
+    /// open by deleting those batches instead of flushing them twice.
+    pub(super) fn flush(&self, max_rows: usize) -> Result<usize, StoreError> {
+        let _one_at_a_time = self.flushing.lock().map_err(poisoned)?;
+        let (up_to, rows): (i64, Vec<Arc<Reading>>) = {
+            let memtable = self.memtable.read().map_err(poisoned)?;
+            match memtable.oldest(max_rows) {
+                Some(oldest) => oldest,
+                None => return Ok(0),
+            }
+        };
+        {
+            let mut writer = self.writer()?;
+            let transaction = writer.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            write_chunks(&transaction, &rows, up_to)?;
+            transaction.execute(
+                "UPDATE flush_state SET landed_through = ?1 WHERE singleton = 1",
+                [up_to],
+            )?;
+            transaction.commit()?;
+        }
+        self.layout_generation.fetch_add(1, Ordering::AcqRel);
+        self.memtable
+            .write()
+            .map_err(poisoned)?
+            .remove_through(up_to);
+        self.landing()?
+            .execute("DELETE FROM landing_batches WHERE seq <= ?1", [up_to])?;
+        tracing::debug!(rows = rows.len(), "flushed landed readings into chunks");
+        Ok(rows.len())
+    }
+
+    pub(super) fn flush_if_due(&self, now: Millis) -> Result<usize, StoreError> {
+        let due = {
+            let memtable = self.memtable.read().map_err(poisoned)?;
+            memtable.len() >= self.options.flush_rows
+                || memtable.oldest_received().is_some_and(|oldest| {
+                    now.0 - oldest.0 >= self.options.flush_age.as_millis() as i64
+                })
+        };
+        if due {
+            self.flush(self.options.flush_max_rows)
+        } else {
+            Ok(0)
+        }
+    }
+
+    /// Moves every landed row into chunks (used by tests and tools).
+    pub fn flush_all(&self) -> Result<usize, StoreError> {
+        let mut total = 0;
+        loop {
+            let moved = self.flush(self.options.flush_max_rows)?;
+            if moved == 0 {
+                return Ok(total);
+            }
+            total += moved;
+        }
+    }
+
+    /// Retention: flushes landed rows older than the cutoff (so one pass reaches both
+    /// layouts), then removes readings before it from the oldest chunks, about `max_rows`
+    /// per call: a chunk entirely before the cutoff goes whole, one straddling it is rewritten
+    /// with the readings it keeps. Their ids and dedup keys go with them.
+    pub(super) fn delete_read_before(
+        &self,
+        older_than: Millis,
+        max_rows: usize,
+    ) -> Result<u64, StoreError> {
+        let landed_old = self
+            .memtable
+            .read()
+            .map_err(poisoned)?
+            .has_read_before(older_than);
+        if landed_old {
+            self.flush_all()?;
+        }
+        let mut writer = self.writer()?;
+        let transaction = writer.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let max_rows = max_rows.max(1);
+        // Read the oldest chunks first, then change them: the scan's own index moves as
+        // straddling chunks are rewritten.
+        let mut oldest: Vec<(i64, String, String, i64, Vec<u8>)> = Vec::new();
+        {
+            let mut select = transaction.prepare_cached(
+                "SELECT chunk, sensor_id, location_id, max_read_at, count, body FROM chunks
+                 WHERE min_read_at < ?1 ORDER BY min_read_at",
+            )?;
+            let mut rows = select.query([older_than.0])?;
+            let mut rows_seen = 0usize;
+            while rows_seen < max_rows {
+                let Some(row) = rows.next()? else { break };
+                rows_seen += row.get::<_, i64>(4)? as usize;
+                oldest.push((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(5)?,
+                ));
+            }
+        }
+        let mut removed = 0usize;
+        {
+            let mut delete_id =
+                transaction.prepare_cached("DELETE FROM reading_ids WHERE id = ?1")?;
+            let mut delete_key = transaction.prepare_cached(
+                "DELETE FROM reading_keys WHERE sensor_id = ?1 AND message_id = ?2 AND id = ?3",
+            )?;
+            for (chunk, sensor, location, max_read_at, body) in oldest {
+                for (read_at, id, message) in chunk_keys(&body)? {
+                    if read_at >= older_than.0 {
+                        continue;
+                    }
+                    delete_id.execute([id.as_bytes()])?;
+                    if let Some(message) = message {
+                        delete_key.execute(params![sensor, message, id.as_bytes()])?;
+                    }
+                    removed += 1;
+                }
+                if max_read_at < older_than.0 {
+                    transaction.execute("DELETE FROM chunks WHERE chunk = ?1", [chunk])?;
+                    continue;
+                }
+                let sensor_id = SensorId::parse(&sensor)
+                    .map_err(|_| StoreError::Internal("a chunk's sensor id is corrupt".into()))?;
+                let location_id = LocationId::parse(&location)
+                    .map_err(|_| StoreError::Internal("a chunk's location id is corrupt".into()))?;
+                let kept: Vec<Reading> = decode_chunk(&body, &sensor_id, &location_id)?
+                    .into_iter()
+                    .filter(|reading| reading.read_at >= older_than)
+                    .collect();
+                let kept: Vec<&Reading> = kept.iter().collect();
+                transaction.execute(
+                    "UPDATE chunks SET min_read_at = ?2, count = ?3, body = ?4 WHERE chunk = ?1",
+                    params![
+                        chunk,
+                        kept[0].read_at.0,
+                        kept.len() as i64,
+                        encode_chunk(&kept)
+                    ],
+                )?;
+            }
+        }
+        transaction.commit()?;
+        if removed > 0 {
+            self.layout_generation.fetch_add(1, Ordering::AcqRel);
+            tracing::info!(rows = removed, "retention deleted old readings");
+        }
+        Ok(removed as u64)
+    }
+
+    /// Copies `landing.db`'s WAL into the database without blocking the ack path, so the WAL
+    /// restarts from its beginning instead of growing.
+    pub(super) fn checkpoint_landing(&self) -> Result<(), StoreError> {
+        self.landing_reader()?
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+
+    pub(super) fn trim_quarantine(&self, now: Millis) -> Result<(), StoreError> {
+        let landing = self.landing()?;
+        let oldest_kept = now.0 - self.options.quarantine_max_age.as_millis() as i64;
+        landing.execute(
+            "DELETE FROM quarantine WHERE received_at < ?1",
+            [oldest_kept],
+        )?;
+        landing.execute(
+            "DELETE FROM quarantine WHERE id <= (SELECT MAX(id) FROM quarantine) - ?1",
+            [self.options.quarantine_max_rows as i64],
+        )?;
+        Ok(())
+    }
+}

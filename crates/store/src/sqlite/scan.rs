@@ -1,0 +1,330 @@
+//! The walk over chunks that answers a reading list: a k-way merge of overlapping chunks in
+//! `(read_at, id)` order, which can be resumed by the next page.
+//!
+//! Chunks are visited in the query's order of their near edge (oldest first: `min_read_at`
+//! ascending; newest first: `max_read_at` descending; ties by chunk number) and decoded into
+//! a heap. The best reading in the heap is emitted once the next chunk cannot hold anything
+//! before it (its near edge lies beyond it), so the output is exactly ordered although a
+//! sensor's chunks overlap when data arrives out of order. The heap holds only readings of
+//! chunks that overlap the current position: memory is bounded by that overlap, not by the
+//! data.
+//!
+//! A list of every reading is read page by page, and each page's walk would otherwise
+//! decode again every chunk that overlaps the cursor (with 10,000 sensors that is one chunk
+//! per sensor). So a page that ends with a cursor leaves its walk behind ([`SavedWalk`]):
+//! the decoded readings after the cursor and the last chunk it opened. The page that comes
+//! with that cursor and the same filters continues from there, unless a flush or retention
+//! changed the chunks in between (the layout generation moved), in which case it walks
+//! afresh. A handful of walks are kept, the oldest dropped first.
+
+use std::collections::{BinaryHeap, HashSet, VecDeque};
+
+use rusqlite::types::Value;
+
+use audrey_model::{LocationId, Millis, Reading};
+
+use super::encoding::decode_chunk;
+use super::flush::{CHUNK_SPAN_MS, span_start};
+use super::memtable::is_after;
+use super::readings::parse_chunk_owner;
+use crate::{Cursor, Order, ReadingQuery, StoreError};
+
+/// How many paused walks are kept, and the most readings one may hold.
+const SAVED_WALKS: usize = 8;
+const SAVED_READINGS: usize = 2_000_000;
+
+/// A reading ranked so that the heap's top is the best one (next in the query's order).
+struct Ranked {
+    key: (i128, u128),
+    reading: Reading,
+}
+
+impl Ranked {
+    fn new(reading: Reading, order: Order) -> Ranked {
+        let (read_at, id) = (i128::from(reading.read_at.0), reading.id.0.as_u128());
+        // BinaryHeap is a max-heap: the best reading gets the largest key.
+        let key = match order {
+            Order::Newest => (read_at, id),
+            Order::Oldest => (-read_at, !id),
+        };
+        Ranked { key, reading }
+    }
+}
+
+impl PartialEq for Ranked {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+impl Eq for Ranked {}
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Ranked {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key.cmp(&other.key)
+    }
+}
+
+/// The filters of a list, without its cursor and limit: what a continued walk must share.
+#[derive(Clone, Debug, PartialEq)]
+struct Shape {
+    sensor: Option<audrey_model::SensorId>,
+    location: Option<LocationId>,
+    near: Option<Vec<LocationId>>,
+    from: Option<Millis>,
+    to: Option<Millis>,
+    order: Order,
+}
+
+impl Shape {
+    fn of(query: &ReadingQuery, near: Option<&HashSet<LocationId>>) -> Shape {
+        Shape {
+            sensor: query.sensor.clone(),
+            location: query.location.clone(),
+            near: near.map(|ids| {
+                let mut ids: Vec<LocationId> = ids.iter().cloned().collect();
+                ids.sort();
+                ids
+            }),
+            from: query.from,
+            to: query.to,
+            order: query.order,
+        }
+    }
+}
+
+/// A walk paused at the end of a page.
+pub(crate) struct SavedWalk {
+    shape: Shape,
+    /// The cursor the page handed out: the next page carries it.
+    cursor: Cursor,
+    generation: u64,
+    /// Decoded readings after the cursor, not handed out yet.
+    pending: BinaryHeap<Ranked>,
+    /// The near edge and number of the last chunk opened.
+    walked: Option<(i64, i64)>,
+}
+
+#[derive(Default)]
+pub(crate) struct SavedWalks(VecDeque<SavedWalk>);
+
+impl SavedWalks {
+    fn take(&mut self, shape: &Shape, cursor: Cursor, generation: u64) -> Option<SavedWalk> {
+        self.0.retain(|walk| walk.generation == generation);
+        let index = self
+            .0
+            .iter()
+            .position(|walk| walk.cursor == cursor && walk.shape == *shape)?;
+        self.0.remove(index)
+    }
+
+    fn keep(&mut self, walk: SavedWalk) {
+        if walk.pending.len() > SAVED_READINGS {
+            return;
+        }
+        if self.0.len() >= SAVED_WALKS {
+            // The oldest paused walk is the least likely to be continued.
+            self.0.pop_front();
+        }
+        self.0.push_back(walk);
+    }
+}
+
+/// A walk's result: up to `want` readings in order, and what to keep if the page ends with
+/// a cursor.
+pub(crate) struct Walked {
+    pub readings: Vec<Reading>,
+    shape: Shape,
+    generation: u64,
+    order: Order,
+    heap: BinaryHeap<Ranked>,
+    walked: Option<(i64, i64)>,
+}
+
+impl Walked {
+    /// Keeps the walk for the page that will come with `cursor`. `rest` is what the page
+    /// read beyond its last reading (from chunks or the memtable: a reading the next page
+    /// also finds in the memtable is merged by id).
+    pub fn pause(mut self, cursor: Cursor, rest: Vec<Reading>, saved: &mut SavedWalks) {
+        let order = self.order;
+        self.heap.extend(
+            rest.into_iter()
+                .filter(|reading| is_after(reading, cursor, order))
+                .map(|reading| Ranked::new(reading, order)),
+        );
+        saved.keep(SavedWalk {
+            shape: self.shape,
+            cursor,
+            generation: self.generation,
+            pending: self.heap,
+            walked: self.walked,
+        });
+    }
+}
+
+/// The first `want` readings in chunks that match the query, in its order; continues a
+/// saved walk when one fits.
+pub(crate) fn walk_chunks(
+    reader: &rusqlite::Connection,
+    query: &ReadingQuery,
+    near: Option<&HashSet<LocationId>>,
+    want: usize,
+    generation: u64,
+    saved: &std::sync::Mutex<SavedWalks>,
+) -> Result<Walked, StoreError> {
+    let shape = Shape::of(query, near);
+    let resumed = match query.after {
+        Some(cursor) => saved
+            .lock()
+            .map_err(super::poisoned)?
+            .take(&shape, cursor, generation),
+        None => None,
+    };
+    let (mut heap, mut walked) = match resumed {
+        Some(walk) => (walk.pending, walk.walked),
+        None => (BinaryHeap::new(), None),
+    };
+    let (sql, values, lower, upper) = walk_sql(query, near, walked)?;
+    let mut readings = Vec::with_capacity(want.min(1 << 16));
+    if lower < upper {
+        let mut statement = reader.prepare_cached(&sql)?;
+        let mut rows = statement.query(rusqlite::params_from_iter(values))?;
+        loop {
+            let Some(row) = rows.next()? else { break };
+            let chunk: i64 = row.get(0)?;
+            let near_edge: i64 = row.get(3)?;
+            // Everything in the heap before this chunk's near edge is final.
+            while readings.len() < want
+                && let Some(best) = heap.peek()
+                && match query.order {
+                    Order::Oldest => best.reading.read_at.0 < near_edge,
+                    Order::Newest => best.reading.read_at.0 > near_edge,
+                }
+            {
+                if let Some(best) = heap.pop() {
+                    readings.push(best.reading);
+                }
+            }
+            if readings.len() >= want {
+                break;
+            }
+            let (sensor, location) = parse_chunk_owner(
+                row.get_ref(1)?.as_str().map_err(rusqlite::Error::from)?,
+                row.get_ref(2)?.as_str().map_err(rusqlite::Error::from)?,
+            )?;
+            let body = row.get_ref(4)?.as_blob().map_err(rusqlite::Error::from)?;
+            for reading in decode_chunk(body, &sensor, &location)? {
+                if reading.read_at >= lower
+                    && reading.read_at < upper
+                    && query
+                        .after
+                        .is_none_or(|cursor| is_after(&reading, cursor, query.order))
+                {
+                    heap.push(Ranked::new(reading, query.order));
+                }
+            }
+            walked = Some((near_edge, chunk));
+        }
+    }
+    while readings.len() < want
+        && let Some(best) = heap.pop()
+    {
+        readings.push(best.reading);
+    }
+    Ok(Walked {
+        readings,
+        shape,
+        generation,
+        order: query.order,
+        heap,
+        walked,
+    })
+}
+
+/// The walk's SQL and parameters, and the `read_at` bounds readings must meet.
+fn walk_sql(
+    query: &ReadingQuery,
+    near: Option<&HashSet<LocationId>>,
+    walked: Option<(i64, i64)>,
+) -> Result<(String, Vec<Value>, Millis, Millis), StoreError> {
+    let near_edge = match query.order {
+        Order::Oldest => "min_read_at",
+        Order::Newest => "max_read_at",
+    };
+    let mut sql =
+        format!("SELECT chunk, sensor_id, location_id, {near_edge}, body FROM chunks WHERE 1 = 1");
+    let mut values: Vec<Value> = Vec::new();
+    if let Some(locations) = near {
+        let ids: Vec<&str> = locations.iter().map(LocationId::as_str).collect();
+        // Unary plus: filter by the set, but walk a time index so the walk can stop early.
+        sql.push_str(" AND +location_id IN (SELECT value FROM json_each(?))");
+        values.push(Value::Text(
+            serde_json::to_string(&ids).map_err(|error| StoreError::Internal(error.to_string()))?,
+        ));
+    }
+    if let Some(sensor) = &query.sensor {
+        sql.push_str(" AND sensor_id = ?");
+        values.push(Value::Text(sensor.to_string()));
+    }
+    if let Some(location) = &query.location {
+        // With a sensor given, its index is the narrower one.
+        sql.push_str(if query.sensor.is_some() {
+            " AND +location_id = ?"
+        } else {
+            " AND location_id = ?"
+        });
+        values.push(Value::Text(location.to_string()));
+    }
+    // A cursor narrows the time range itself, so each page starts where the last one ended.
+    let (mut from, mut to) = (query.from, query.to);
+    match (query.after, query.order) {
+        (Some(cursor), Order::Oldest) => from = from.max(Some(cursor.read_at)),
+        (Some(cursor), Order::Newest) => {
+            let through_cursor = Millis(cursor.read_at.0.saturating_add(1));
+            to = Some(to.map_or(through_cursor, |to| to.min(through_cursor)));
+        }
+        (None, _) => {}
+    }
+    // A chunk lies within one span, so these bounds are exact for overlap and let the walk
+    // start at the right place of either time index.
+    if let Some(from) = from {
+        sql.push_str(" AND max_read_at >= ? AND min_read_at >= ?");
+        values.push(Value::Integer(from.0));
+        values.push(Value::Integer(span_start(from.0)));
+    }
+    if let Some(to) = to {
+        sql.push_str(" AND min_read_at < ? AND max_read_at < ?");
+        values.push(Value::Integer(to.0));
+        values.push(Value::Integer(
+            span_start(to.0.saturating_sub(1)).saturating_add(CHUNK_SPAN_MS),
+        ));
+    }
+    // A continued walk starts after the last chunk it opened.
+    if let Some((edge, chunk)) = walked {
+        let (bound, later) = match query.order {
+            Order::Oldest => (">=", ">"),
+            Order::Newest => ("<=", "<"),
+        };
+        sql.push_str(&format!(
+            " AND {near_edge} {bound} ? AND ({near_edge} {later} ? OR chunk {later} ?)"
+        ));
+        values.extend([
+            Value::Integer(edge),
+            Value::Integer(edge),
+            Value::Integer(chunk),
+        ]);
+    }
+    sql.push_str(match query.order {
+        Order::Oldest => " ORDER BY min_read_at ASC, chunk ASC",
+        Order::Newest => " ORDER BY max_read_at DESC, chunk DESC",
+    });
+    Ok((
+        sql,
+        values,
+        from.unwrap_or(Millis(i64::MIN)),
+        to.unwrap_or(Millis(i64::MAX)),
+    ))
+}
