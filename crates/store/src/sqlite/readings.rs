@@ -1,14 +1,14 @@
 //! Reading queries of the SQLite store: by id, and lists merged from the memtable and the
 //! chunks (the walk over chunks is in scan.rs), plus quarantine and counters.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 
 use rusqlite::{OptionalExtension, params};
 
 use audrey_model::{LocationId, Millis, Reading, ReadingId, SensorId};
 
-use super::encoding::decode_one;
+use super::encoding::{decode_chunk, decode_one};
 use super::geo::location_ids_in;
 use super::memtable::{is_after, sort_readings};
 use super::scan::walk_chunks;
@@ -50,7 +50,9 @@ impl SqliteStore {
         decode_one(body, &sensor, &location, id)
     }
 
-    /// Memtable and table merged in id order; the table side walks the `readings_id` index.
+    /// Memtable and chunks merged in id order: the chunk side walks `reading_ids` (ids are
+    /// UUIDv7, so that index is in commit order up to a commit's duration) and decodes each
+    /// chunk it meets once.
     pub(super) fn list_readings_after_id(
         &self,
         after: Option<ReadingId>,
@@ -65,13 +67,52 @@ impl SqliteStore {
             .map(|reading| (*reading).clone())
             .collect();
         let reader = self.reader()?;
-        let mut statement = reader.prepare_cached(&format!(
-            "SELECT {READING_COLUMNS} FROM readings WHERE id > ?1 ORDER BY id LIMIT ?2"
-        ))?;
+        let mut statement = reader.prepare_cached(
+            "SELECT i.id, i.chunk FROM reading_ids i WHERE i.id > ?1 ORDER BY i.id LIMIT ?2",
+        )?;
         let lowest = after.map_or_else(Vec::new, |after| after.as_bytes().to_vec());
-        let rows = statement.query_map(params![lowest, limit as i64], reading_from_row)?;
+        let mut wanted: Vec<(ReadingId, i64)> = Vec::new();
+        let rows = statement.query_map(params![lowest, limit as i64], |row| {
+            Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, i64>(1)?))
+        })?;
         for row in rows {
-            items.push(row?);
+            let (id, chunk) = row?;
+            let id = <[u8; 16]>::try_from(id.as_slice()).map_err(|_| {
+                StoreError::Internal("a reading id in reading_ids is corrupt".into())
+            })?;
+            wanted.push((ReadingId(uuid::Uuid::from_bytes(id)), chunk));
+        }
+        let mut chunk_body = reader
+            .prepare_cached("SELECT sensor_id, location_id, body FROM chunks WHERE chunk = ?1")?;
+        let mut decoded: HashMap<i64, HashMap<ReadingId, Reading>> = HashMap::new();
+        for (id, chunk) in wanted {
+            if !decoded.contains_key(&chunk) {
+                let readings = chunk_body
+                    .query_row([chunk], |row| {
+                        Ok((
+                            row.get::<_, String>(0)?,
+                            row.get::<_, String>(1)?,
+                            row.get::<_, Vec<u8>>(2)?,
+                        ))
+                    })
+                    .optional()?
+                    .map(|(sensor, location, body)| {
+                        let (sensor, location) = parse_chunk_owner(&sensor, &location)?;
+                        decode_chunk(&body, &sensor, &location)
+                    })
+                    .transpose()?
+                    .unwrap_or_default();
+                decoded.insert(
+                    chunk,
+                    readings
+                        .into_iter()
+                        .map(|reading| (reading.id, reading))
+                        .collect(),
+                );
+            }
+            if let Some(reading) = decoded.get_mut(&chunk).and_then(|chunk| chunk.remove(&id)) {
+                items.push(reading);
+            }
         }
         items.sort_unstable_by_key(|reading| reading.id);
         items.dedup_by_key(|reading| reading.id);
