@@ -244,3 +244,42 @@ fn is_optional_field(path: &str) -> bool {
             | "expected_interval_seconds"
     )
 }
+
+pub(crate) fn stats_group(group: audrey_store::StatsGroup) -> v1::StatsGroup {
+    let summary = group.summary;
+    v1::StatsGroup {
+        key: group.key,
+        count: summary.count,
+        min: summary.min,
+        max: summary.max,
+        mean: summary.mean,
+        stddev: summary.stddev,
+        percentiles: summary
+            .percentiles
+            .into_iter()
+            .map(|(p, value)| v1::Percentile { p, value })
+            .collect(),
+    }
+}
+
+pub(crate) fn import_report(report: crate::import::ImportReport) -> v1::ImportLocationsResponse {
+    v1::ImportLocationsResponse {
+        header: report.header,
+        rows: report.rows,
+        inserted: report.inserted,
+        updated: report.updated,
+        unchanged: report.unchanged,
+        rejected: report.rejected,
+        rejections: report
+            .rejections
+            .into_iter()
+            .map(|rejection| v1::ImportRejection {
+                row: rejection.row,
+                line: rejection.line,
+                column: rejection.column,
+                reason: rejection.reason.to_string(),
+                message: rejection.message,
+            })
+            .collect(),
+    }
+}
