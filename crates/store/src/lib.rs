@@ -96,6 +96,15 @@ pub trait Store: Send + Sync + 'static {
     fn retain(&self, older_than: Millis, max_rows: usize) -> Result<u64, StoreError>;
 
     fn reading(&self, id: ReadingId) -> Result<Option<Reading>, StoreError>;
+    /// [`Store::reading`] only when it needs no waiting (no busy connection, no network
+    /// round trip), so an async caller may run it on its own thread; `None` means "call
+    /// `reading` on a blocking thread". The default never answers.
+    fn reading_without_waiting(
+        &self,
+        _id: ReadingId,
+    ) -> Option<Result<Option<Reading>, StoreError>> {
+        None
+    }
     fn readings(&self, query: &ReadingQuery) -> Result<Page<Reading>, StoreError>;
     /// Statistics of one metric per group over every stored reading in the time range
     /// (landed and flushed alike), groups ordered by key (`None` first). Readings without the

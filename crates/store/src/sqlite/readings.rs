@@ -65,6 +65,36 @@ impl SqliteStore {
             .optional()?)
     }
 
+    /// [`Self::get_reading`] when nothing has to be waited for: `None` when the memtable is
+    /// being written or every reader connection is busy. A point read by primary key is a
+    /// short B-tree walk, cheaper than handing the call to another thread.
+    pub(super) fn get_reading_without_waiting(
+        &self,
+        id: ReadingId,
+    ) -> Option<Result<Option<Reading>, StoreError>> {
+        // Memory first, then the table, as in get_reading (a flush commits to the table
+        // before it removes from memory, so a reading missing from one is in the other).
+        match self.memtable.try_read() {
+            Ok(memtable) => {
+                if let Some(reading) = memtable.get(id) {
+                    return Some(Ok(Some(reading)));
+                }
+            }
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+            Err(std::sync::TryLockError::Poisoned(_)) => return Some(Err(poisoned(()))),
+        }
+        let reader = self.try_reader()?;
+        let result = (|| {
+            let mut statement = reader.prepare_cached(&format!(
+                "SELECT {READING_COLUMNS} FROM readings WHERE id = ?1"
+            ))?;
+            Ok(statement
+                .query_row([id.as_bytes()], reading_from_row)
+                .optional()?)
+        })();
+        Some(result)
+    }
+
     pub(super) fn query_readings(&self, query: &ReadingQuery) -> Result<Page<Reading>, StoreError> {
         let limit = query.limit.max(1);
         let probe = ReadingQuery {
