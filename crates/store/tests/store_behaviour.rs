@@ -207,8 +207,5 @@ fn an_idle_store_answers_point_reads_without_waiting_from_memory_and_from_the_ta
     assert_eq!(at_once(ids[0]).unwrap().read_at, Millis(1_000));
     store.flush_all().unwrap();
     assert_eq!(at_once(ids[1]).unwrap().read_at, Millis(2_000));
-    assert_eq!(
-        at_once(audrey_model::ReadingId(uuid::Uuid::now_v7())),
-        None
-    );
+    assert_eq!(at_once(audrey_model::ReadingId(uuid::Uuid::now_v7())), None);
 }

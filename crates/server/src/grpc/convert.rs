@@ -330,7 +330,9 @@ mod tests {
         let input = v1::ReadingInput {
             sensor_id: "dev-1".into(),
             location_id: String::new(),
-            read_time: Some(v1::reading_input::ReadTime::ReadAt("2024-01-01T00:00:00Z".into())),
+            read_time: Some(v1::reading_input::ReadTime::ReadAt(
+                "2024-01-01T00:00:00Z".into(),
+            )),
             values: [("t".to_string(), 1.5), ("a".to_string(), -2.0)].into(),
             message_id: "m\"1".into(),
         };
