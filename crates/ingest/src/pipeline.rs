@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc, oneshot};
 
 use audrey_model::{
     ErrorCode, FieldError, Millis, RawReading, ReadingId, Reason, SensorId, sensor_id_hint,
@@ -311,18 +311,24 @@ impl Pipeline {
     async fn commit(&self, batch: AppendBatch) -> Result<Vec<AppendOutcome>, IngestError> {
         let size = (batch.readings.len() + batch.quarantine.len()).max(1);
         let wanted = size.min(self.options.queue_readings) as u32;
-        let room = tokio::time::timeout(
-            self.options.enqueue_timeout,
-            self.room.clone().acquire_many_owned(wanted),
-        )
-        .await
-        .map_err(|_| {
-            self.metrics.overloaded(size);
-            IngestError::Overloaded {
-                retry_after: Duration::from_secs(1),
-            }
-        })?
-        .map_err(|_| IngestError::ShuttingDown)?;
+        // Room is usually free: take it without arming a timer (a timer per single-reading
+        // request is a measurable share of its cost); only a full queue waits, with a limit.
+        let room = match self.room.clone().try_acquire_many_owned(wanted) {
+            Ok(room) => room,
+            Err(TryAcquireError::Closed) => return Err(IngestError::ShuttingDown),
+            Err(TryAcquireError::NoPermits) => tokio::time::timeout(
+                self.options.enqueue_timeout,
+                self.room.clone().acquire_many_owned(wanted),
+            )
+            .await
+            .map_err(|_| {
+                self.metrics.overloaded(size);
+                IngestError::Overloaded {
+                    retry_after: Duration::from_secs(1),
+                }
+            })?
+            .map_err(|_| IngestError::ShuttingDown)?,
+        };
         let (reply, answer) = oneshot::channel();
         {
             let jobs = self.jobs.lock().map_err(|_| IngestError::ShuttingDown)?;

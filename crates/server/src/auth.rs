@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use axum::extract::FromRequestParts;
@@ -153,27 +154,37 @@ fn write_private_file(path: &Path, content: &str) -> std::io::Result<()> {
     file.sync_all()
 }
 
-/// Token records by hash, so a request costs one SHA-256 and a map look-up.
+/// Token records by hash, so a request costs one SHA-256 and a map look-up: a hit answers on
+/// the calling thread; only a miss reads the store (on a blocking thread).
+///
+/// Revocation: `invalidate` clears the map and bumps a generation counter. A miss notes the
+/// generation before it reads the store and keeps what it read only when no invalidation
+/// happened meanwhile, so a read that raced a revoke can never re-insert the stale record.
 #[derive(Default)]
 pub(crate) struct TokenCache {
     by_hash: RwLock<HashMap<String, Arc<StoredToken>>>,
+    generation: AtomicU64,
 }
 
 impl TokenCache {
-    fn find(&self, store: &dyn Store, hash: &str) -> Result<Option<Arc<StoredToken>>, StoreError> {
-        if let Some(found) = self
-            .by_hash
+    /// The cached record, without touching the store.
+    fn cached(&self, hash: &str) -> Option<Arc<StoredToken>> {
+        self.by_hash
             .read()
             .ok()
             .and_then(|cache| cache.get(hash).cloned())
-        {
-            return Ok(Some(found));
-        }
+    }
+
+    /// Reads the record from the store (blocking) and caches it.
+    fn load(&self, store: &dyn Store, hash: &str) -> Result<Option<Arc<StoredToken>>, StoreError> {
+        let generation = self.generation.load(Ordering::Acquire);
         let Some(token) = store.token_by_hash(hash)? else {
             return Ok(None);
         };
         let token = Arc::new(token);
-        if let Ok(mut cache) = self.by_hash.write() {
+        if let Ok(mut cache) = self.by_hash.write()
+            && self.generation.load(Ordering::Acquire) == generation
+        {
             cache.insert(hash.to_string(), token.clone());
         }
         Ok(Some(token))
@@ -182,6 +193,7 @@ impl TokenCache {
     /// Forgets everything, so the next request reads revocations from the store.
     pub fn invalidate(&self) {
         if let Ok(mut cache) = self.by_hash.write() {
+            self.generation.fetch_add(1, Ordering::AcqRel);
             cache.clear();
         }
     }
@@ -222,11 +234,18 @@ pub(crate) async fn authenticate(
         .filter(|secret| !secret.is_empty())
         .ok_or_else(|| unauthenticated("authorization must be: Bearer <token>"))?;
     let hash = hash_token(secret);
-    let store = state.store.clone();
-    let tokens = state.tokens.clone();
-    let token = tokio::task::spawn_blocking(move || tokens.find(&*store, &hash))
-        .await
-        .map_err(|_| ApiError::new(ErrorCode::Internal, "internal error"))??
+    // A cached token costs no thread hop; only a miss waits for the store.
+    let token = match state.tokens.cached(&hash) {
+        Some(token) => Some(token),
+        None => {
+            let store = state.store.clone();
+            let tokens = state.tokens.clone();
+            tokio::task::spawn_blocking(move || tokens.load(&*store, &hash))
+                .await
+                .map_err(|_| ApiError::new(ErrorCode::Internal, "internal error"))??
+        }
+    };
+    let token = token
         .filter(|token| token.revoked_at.is_none())
         .ok_or_else(|| unauthenticated("the token is unknown or revoked"))?;
     Ok(Principal {

@@ -34,6 +34,9 @@ use crate::{ApiError, AppState};
 /// stops reading acks stops the server reading its batches, not the server buffering them.
 const BATCHES_IN_FLIGHT: usize = 8;
 
+/// The radius filter fields of list requests, named as over HTTP.
+pub(crate) const NEAR_FIELDS: [&str; 3] = ["near_lat", "near_lon", "radius_km"];
+
 /// The authenticated caller of a gRPC request, from its `authorization` metadata.
 pub(crate) async fn principal<T>(
     state: &AppState,
@@ -151,9 +154,10 @@ pub async fn serve_grpc(
                 .max_decoding_message_size(limit),
         )
         .add_service(QueryServiceServer::new(query::QueryApi(state.clone())))
-        .add_service(RegistryServiceServer::new(registry::RegistryApi(
-            state.clone(),
-        )))
+        .add_service(
+            RegistryServiceServer::new(registry::RegistryApi(state.clone()))
+                .max_decoding_message_size(limit),
+        )
         .add_service(
             DeviceServiceServer::new(device::DeviceApi(state.clone()))
                 .max_decoding_message_size(limit),

@@ -12,13 +12,13 @@ mod import;
 mod locations;
 mod openapi;
 mod operations;
-mod params;
+pub(crate) mod params;
 mod readings;
 mod registry;
 mod routes;
 mod sensors;
 mod staged;
-mod stats;
+pub(crate) mod stats;
 mod tokens;
 
 use std::sync::Arc;

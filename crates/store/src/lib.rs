@@ -98,6 +98,15 @@ pub trait Store: Send + Sync + 'static {
     fn retain(&self, older_than: Millis, max_rows: usize) -> Result<u64, StoreError>;
 
     fn reading(&self, id: ReadingId) -> Result<Option<Reading>, StoreError>;
+    /// [`Store::reading`] only when it needs no waiting (no busy connection, no network
+    /// round trip), so an async caller may run it on its own thread; `None` means "call
+    /// `reading` on a blocking thread". The default never answers.
+    fn reading_without_waiting(
+        &self,
+        _id: ReadingId,
+    ) -> Option<Result<Option<Reading>, StoreError>> {
+        None
+    }
     fn readings(&self, query: &ReadingQuery) -> Result<Page<Reading>, StoreError>;
     /// Up to `limit` stored readings whose id is above `after` (every reading when `None`), in
     /// id order. The act engine replays from here what a crash kept it from evaluating. Ids are

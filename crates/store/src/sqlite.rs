@@ -209,6 +209,16 @@ impl SqliteStore {
         self.landing_reader.lock().map_err(poisoned)
     }
 
+    /// A reader connection that is free now, or `None` when every one is busy.
+    fn try_reader(&self) -> Option<MutexGuard<'_, Connection>> {
+        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        (0..self.readers.len()).find_map(|offset| {
+            self.readers[(start + offset) % self.readers.len()]
+                .try_lock()
+                .ok()
+        })
+    }
+
     fn reader(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
         // Try each reader once without waiting, then wait on one.
         let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
@@ -273,6 +283,13 @@ impl crate::Store for SqliteStore {
         limit: usize,
     ) -> Result<Vec<audrey_model::Reading>, StoreError> {
         self.list_readings_after_id(after, limit)
+    }
+
+    fn reading_without_waiting(
+        &self,
+        id: audrey_model::ReadingId,
+    ) -> Option<Result<Option<audrey_model::Reading>, StoreError>> {
+        self.get_reading_without_waiting(id)
     }
 
     fn readings(

@@ -196,3 +196,21 @@ fn rows_left_in_both_files_by_a_crash_mid_flush_are_stored_once() {
         AppendOutcome::Duplicate(_)
     ));
 }
+
+#[test]
+fn an_idle_store_answers_point_reads_without_waiting_from_memory_and_from_the_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = registered(dir.path());
+    let ids: Vec<_> = append(&store, vec![valid(1_000, None), valid(2_000, None)])
+        .into_iter()
+        .map(|outcome| match outcome {
+            AppendOutcome::Accepted(id) => id,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let at_once = |id| store.reading_without_waiting(id).unwrap().unwrap();
+    assert_eq!(at_once(ids[0]).unwrap().read_at, Millis(1_000));
+    store.flush_all().unwrap();
+    assert_eq!(at_once(ids[1]).unwrap().read_at, Millis(2_000));
+    assert_eq!(at_once(audrey_model::ReadingId(uuid::Uuid::now_v7())), None);
+}

@@ -11,6 +11,44 @@ fn non_empty(text: String) -> Option<String> {
     (!text.is_empty()).then_some(text)
 }
 
+/// The JSON text quarantine keeps for a protobuf reading, written straight from borrowed
+/// fields: every reading pays for this text (it is needed if the pipeline rejects it), so it
+/// is built without an intermediate `serde_json::Value` tree. Keys in alphabetical order.
+#[derive(serde::Serialize)]
+struct QuarantineText<'a> {
+    location_id: &'a str,
+    message_id: &'a str,
+    read_at: Option<ReadAtText<'a>>,
+    sensor_id: &'a str,
+    values: SortedValues<'a>,
+}
+
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum ReadAtText<'a> {
+    Millis(i64),
+    Text(&'a str),
+}
+
+/// A reading's values as a JSON object with sorted keys, so the text is stable.
+struct SortedValues<'a>(&'a std::collections::HashMap<String, f64>);
+
+impl serde::Serialize for SortedValues<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut entries: Vec<(&String, &f64)> = self.0.iter().collect();
+        entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        serializer.collect_map(entries)
+    }
+}
+
+impl QuarantineText<'_> {
+    fn to_json(&self) -> String {
+        // Serialising borrowed strings and finite-or-not f64s cannot fail (non-finite
+        // numbers are written as null, as serde_json does).
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
 /// A protobuf reading as a pipeline item; its JSON form is what quarantine keeps.
 pub(crate) fn incoming(input: v1::ReadingInput) -> IncomingItem {
     let read_at = match input.read_time {
@@ -20,18 +58,17 @@ pub(crate) fn incoming(input: v1::ReadingInput) -> IncomingItem {
         Some(v1::reading_input::ReadTime::ReadAt(text)) => Some(ReadAtInput::Text(text)),
         None => None,
     };
-    let payload = serde_json::json!({
-        "sensor_id": input.sensor_id,
-        "location_id": input.location_id,
-        "read_at": match &read_at {
-            Some(ReadAtInput::EpochMillis(millis)) => serde_json::json!(millis),
-            Some(ReadAtInput::Text(text)) => serde_json::json!(text),
-            None => serde_json::Value::Null,
-        },
-        "values": input.values,
-        "message_id": input.message_id,
-    })
-    .to_string();
+    let payload = QuarantineText {
+        location_id: &input.location_id,
+        message_id: &input.message_id,
+        read_at: read_at.as_ref().map(|read_at| match read_at {
+            ReadAtInput::EpochMillis(millis) => ReadAtText::Millis(*millis),
+            ReadAtInput::Text(text) => ReadAtText::Text(text),
+        }),
+        sensor_id: &input.sensor_id,
+        values: SortedValues(&input.values),
+    }
+    .to_json();
     let parsed = match read_at {
         Some(read_at) => Ok(RawReading::new(
             input.sensor_id,
@@ -243,4 +280,77 @@ fn is_optional_field(path: &str) -> bool {
             | "icao"
             | "expected_interval_seconds"
     )
+}
+
+pub(crate) fn stats_group(group: audrey_store::StatsGroup) -> v1::StatsGroup {
+    let summary = group.summary;
+    v1::StatsGroup {
+        key: group.key,
+        count: summary.count,
+        min: summary.min,
+        max: summary.max,
+        mean: summary.mean,
+        stddev: summary.stddev,
+        percentiles: summary
+            .percentiles
+            .into_iter()
+            .map(|(p, value)| v1::Percentile { p, value })
+            .collect(),
+    }
+}
+
+pub(crate) fn import_report(report: crate::import::ImportReport) -> v1::ImportLocationsResponse {
+    v1::ImportLocationsResponse {
+        header: report.header,
+        rows: report.rows,
+        inserted: report.inserted,
+        updated: report.updated,
+        unchanged: report.unchanged,
+        rejected: report.rejected,
+        rejections: report
+            .rejections
+            .into_iter()
+            .map(|rejection| v1::ImportRejection {
+                row: rejection.row,
+                line: rejection.line,
+                column: rejection.column,
+                reason: rejection.reason.to_string(),
+                message: rejection.message,
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_quarantined_text_of_a_grpc_reading_is_its_fields_as_json_with_sorted_keys() {
+        let input = v1::ReadingInput {
+            sensor_id: "dev-1".into(),
+            location_id: String::new(),
+            read_time: Some(v1::reading_input::ReadTime::ReadAt(
+                "2024-01-01T00:00:00Z".into(),
+            )),
+            values: [("t".to_string(), 1.5), ("a".to_string(), -2.0)].into(),
+            message_id: "m\"1".into(),
+        };
+        let item = incoming(input);
+        let text = item.payload.as_str();
+        assert_eq!(
+            text,
+            r#"{"location_id":"","message_id":"m\"1","read_at":"2024-01-01T00:00:00Z","sensor_id":"dev-1","values":{"a":-2.0,"t":1.5}}"#
+        );
+        let parsed: serde_json::Value = serde_json::from_str(text).unwrap();
+        assert_eq!(parsed["values"]["t"], 1.5);
+        let without_time = incoming(v1::ReadingInput {
+            read_time: Some(v1::reading_input::ReadTime::ReadAtMs(7)),
+            ..Default::default()
+        });
+        assert!(without_time.payload.as_str().contains(r#""read_at":7"#));
+        let missing = incoming(v1::ReadingInput::default());
+        assert!(missing.payload.as_str().contains(r#""read_at":null"#));
+        assert!(missing.parsed.is_err());
+    }
 }

@@ -6,13 +6,22 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use audrey_model::{LocationId, Millis, ReadingId, SensorId};
+use audrey_model::{
+    FieldError, LocationId, MetricName, Millis, ReadingId, Reason, SensorId, parse_percentiles,
+};
 use audrey_proto::v1;
-use audrey_store::{Cursor, Order, ReadingQuery};
+use audrey_store::{
+    AggregateQuery, Aggregation, Cursor, GroupBy, Order, ReadingQuery, StatsQuery, parse_bucket,
+};
 
-use super::{blocking, convert, principal};
+use super::{NEAR_FIELDS, blocking, convert, principal};
 use crate::auth::Scope;
+use crate::http::params::{Problems, circle_from};
+use crate::http::stats::{MAX_BUCKETS, check_range, required};
 use crate::{ApiError, AppState};
+
+/// The most aggregations one request asks for (as over HTTP).
+const MAX_AGGREGATIONS: usize = 20;
 
 pub struct QueryApi(pub(crate) AppState);
 
@@ -41,6 +50,11 @@ fn list_query(request: &v1::ListReadingsRequest) -> Result<ReadingQuery, Status>
         Ok(v1::Order::Oldest) => Order::Oldest,
         _ => Order::Newest,
     };
+    let near = circle_from(
+        NEAR_FIELDS,
+        [request.near_lat, request.near_lon, request.radius_km],
+    )
+    .map_err(|errors| Status::from(ApiError::invalid("the request is invalid", errors)))?;
     Ok(ReadingQuery {
         sensor,
         location,
@@ -49,7 +63,155 @@ fn list_query(request: &v1::ListReadingsRequest) -> Result<ReadingQuery, Status>
         order,
         limit: PAGE_ROWS,
         after,
-        near: None,
+        near,
+    })
+}
+
+/// An optional text field parsed with `parse`; empty means absent. Errors name `field`.
+fn typed<T>(
+    field: &str,
+    text: &str,
+    parse: impl Fn(&str) -> Result<T, FieldError>,
+) -> Result<Option<T>, FieldError> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    parse(text).map(Some).map_err(|error| FieldError {
+        path: field.to_string(),
+        ..error
+    })
+}
+
+/// A required text field: "is required" when empty, else parsed (one error either way).
+fn present<T>(
+    field: &str,
+    text: &str,
+    parse: impl Fn(&str) -> Result<T, FieldError>,
+    problems: &mut Problems,
+) -> Option<T> {
+    let parsed = problems.check(typed(field, text, parse)).flatten();
+    if text.is_empty() {
+        required(parsed, field, problems)
+    } else {
+        parsed
+    }
+}
+
+fn group_by_name(group_by: GroupBy) -> &'static str {
+    match group_by {
+        GroupBy::Sensor => "sensor",
+        GroupBy::Location => "location",
+        GroupBy::City => "city",
+        GroupBy::Country => "country",
+    }
+}
+
+/// The same checks as `GET /api/v1/stats`, with the message's field names.
+fn stats_query(request: v1::StatsRequest) -> Result<StatsQuery, ApiError> {
+    let mut problems = Problems::default();
+    let metric = present("metric", &request.metric, MetricName::parse, &mut problems);
+    let group_by = problems
+        .check(typed("group_by", &request.group_by, |text| {
+            GroupBy::parse(text, "group_by")
+        }))
+        .flatten()
+        .unwrap_or(GroupBy::Sensor);
+    let (from, to) = (request.from_ms.map(Millis), request.to_ms.map(Millis));
+    check_range(from, to, &mut problems);
+    // The model's parser is the one rule for percentiles (range, count); it reads the list
+    // as HTTP sends it. A NaN or infinity prints as text it rejects as out of range.
+    let listed = request
+        .percentiles
+        .iter()
+        .map(f64::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let percentiles = problems
+        .check(parse_percentiles(&listed, "percentiles"))
+        .unwrap_or_default();
+    problems.finish("the request is invalid")?;
+    let Some(metric) = metric else {
+        return Err(ApiError::invalid("the request is invalid", Vec::new()));
+    };
+    Ok(StatsQuery {
+        metric,
+        group_by,
+        from,
+        to,
+        percentiles,
+    })
+}
+
+/// The same checks as `GET /api/v1/readings/aggregate`, with the message's field names.
+fn aggregate_query(request: v1::AggregateRequest) -> Result<AggregateQuery, ApiError> {
+    let mut problems = Problems::default();
+    let sensor = problems
+        .check(typed("sensor_id", &request.sensor_id, SensorId::parse))
+        .flatten();
+    let location = problems
+        .check(typed(
+            "location_id",
+            &request.location_id,
+            LocationId::parse,
+        ))
+        .flatten();
+    let metric = present("metric", &request.metric, MetricName::parse, &mut problems);
+    let bucket_ms = present(
+        "bucket",
+        &request.bucket,
+        |text| parse_bucket(text, "bucket"),
+        &mut problems,
+    );
+    let aggregations = if request.aggregations.is_empty() {
+        vec![
+            Aggregation::Avg,
+            Aggregation::Min,
+            Aggregation::Max,
+            Aggregation::Count,
+        ]
+    } else {
+        if request.aggregations.len() > MAX_AGGREGATIONS {
+            problems.check::<()>(Err(FieldError::new(
+                "aggregations",
+                Reason::OutOfRange,
+                format!("give 1 to {MAX_AGGREGATIONS} aggregations, such as avg,min,max,count,p50"),
+            )));
+        }
+        request
+            .aggregations
+            .iter()
+            .enumerate()
+            .filter_map(|(index, text)| {
+                problems.check(Aggregation::parse(
+                    text.trim(),
+                    &format!("aggregations[{index}]"),
+                ))
+            })
+            .collect()
+    };
+    let (from, to) = (request.from_ms.map(Millis), request.to_ms.map(Millis));
+    check_range(from, to, &mut problems);
+    if let (Some(from), Some(to), Some(width)) = (from, to, bucket_ms)
+        && (to.0 - from.0) / width > MAX_BUCKETS
+    {
+        problems.check::<()>(Err(FieldError::new(
+            "bucket",
+            Reason::OutOfRange,
+            format!("from..to spans more than {MAX_BUCKETS} buckets; widen the bucket"),
+        )));
+    }
+    problems.finish("the request is invalid")?;
+    let (Some(metric), Some(bucket_ms)) = (metric, bucket_ms) else {
+        return Err(ApiError::invalid("the request is invalid", Vec::new()));
+    };
+    Ok(AggregateQuery {
+        sensor,
+        location,
+        metric,
+        bucket_ms,
+        aggregations,
+        from,
+        to,
     })
 }
 
@@ -61,7 +223,11 @@ impl v1::query_service_server::QueryService for QueryApi {
     ) -> Result<Response<v1::Reading>, Status> {
         principal(&self.0, &request).await?.require(Scope::Read)?;
         let id = ReadingId::parse(&request.get_ref().id).map_err(invalid)?;
-        let reading = blocking(&self.0, move |store| Ok(store.reading(id)?)).await?;
+        // A point read the store can answer at once costs less than a thread hop.
+        let reading = match self.0.store.reading_without_waiting(id) {
+            Some(answer) => answer.map_err(ApiError::from)?,
+            None => blocking(&self.0, move |store| Ok(store.reading(id)?)).await?,
+        };
         match reading {
             Some(reading) => Ok(Response::new(convert::reading(&reading))),
             None => Err(Status::not_found(format!("reading {id} was not found"))),
@@ -125,5 +291,49 @@ impl v1::query_service_server::QueryService for QueryApi {
         })
         .await?;
         Ok(Response::new(convert::reading(&reading)))
+    }
+
+    async fn stats(
+        &self,
+        request: Request<v1::StatsRequest>,
+    ) -> Result<Response<v1::StatsResponse>, Status> {
+        principal(&self.0, &request).await?.require(Scope::Read)?;
+        let query = stats_query(request.into_inner())?;
+        let (metric, group_by) = (query.metric.to_string(), query.group_by);
+        let groups = blocking(&self.0, move |store| Ok(store.reading_stats(&query)?)).await?;
+        Ok(Response::new(v1::StatsResponse {
+            metric,
+            group_by: group_by_name(group_by).to_string(),
+            groups: groups.into_iter().map(convert::stats_group).collect(),
+        }))
+    }
+
+    async fn aggregate(
+        &self,
+        request: Request<v1::AggregateRequest>,
+    ) -> Result<Response<v1::AggregateResponse>, Status> {
+        principal(&self.0, &request).await?.require(Scope::Read)?;
+        let query = aggregate_query(request.into_inner())?;
+        let (metric, bucket_ms) = (query.metric.to_string(), query.bucket_ms);
+        let names: Vec<String> = query.aggregations.iter().map(Aggregation::name).collect();
+        let buckets = blocking(&self.0, move |store| Ok(store.aggregate_readings(&query)?)).await?;
+        Ok(Response::new(v1::AggregateResponse {
+            metric,
+            bucket_ms,
+            buckets: buckets
+                .into_iter()
+                .map(|bucket| v1::AggregateBucket {
+                    start_ms: bucket.start.0,
+                    values: names
+                        .iter()
+                        .zip(bucket.values)
+                        .map(|(name, value)| v1::AggregateValue {
+                            aggregation: name.clone(),
+                            value,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }))
     }
 }

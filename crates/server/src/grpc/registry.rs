@@ -2,21 +2,26 @@
 
 use tonic::{Request, Response, Status};
 
-use audrey_model::{Location, Sensor};
+use audrey_model::{FieldError, Location, Millis, Reason, Sensor};
 use audrey_proto::v1;
 use audrey_store::{LocationFilter, SensorFilter};
 
-use super::{blocking, convert, principal};
+use super::{NEAR_FIELDS, blocking, convert, principal};
 use crate::auth::Scope;
+use crate::http::params::{Problems, circle_from};
+use crate::import::{ImportError, import_locations};
 use crate::registry;
 use crate::{ApiError, AppState};
 
 pub struct RegistryApi(pub(crate) AppState);
 
+/// The most items one list answers (as over HTTP).
+const MAX_LIST_LIMIT: usize = 10_000;
+
 fn limit(requested: u32) -> usize {
     match requested {
         0 => 100,
-        limit => (limit as usize).min(10_000),
+        limit => (limit as usize).min(MAX_LIST_LIMIT),
     }
 }
 
@@ -137,6 +142,75 @@ impl v1::registry_service_server::RegistryService for RegistryApi {
         Ok(Response::new(v1::DeleteResponse {}))
     }
 
+    async fn locations_near(
+        &self,
+        request: Request<v1::LocationsNearRequest>,
+    ) -> Result<Response<v1::LocationsNearResponse>, Status> {
+        self.authorise(&request, Scope::Read).await?;
+        let request = request.into_inner();
+        // The same checks and messages as GET /api/v1/locations/near.
+        let names = ["lat", "lon", "radius_km"];
+        let numbers = [request.lat, request.lon, request.radius_km];
+        let mut problems = Problems::default();
+        let circle = problems.check_all(circle_from(names, numbers)).flatten();
+        if circle.is_none() {
+            for (name, _) in names.iter().zip(numbers).filter(|(_, n)| n.is_none()) {
+                problems.check::<()>(Err(FieldError::new(
+                    *name,
+                    Reason::MissingField,
+                    "is required",
+                )));
+            }
+        }
+        let limit = match request.limit as usize {
+            0 => 100,
+            limit if limit <= MAX_LIST_LIMIT => limit,
+            limit => {
+                problems.check::<()>(Err(FieldError::new(
+                    "limit",
+                    Reason::OutOfRange,
+                    format!("must be a whole number from 1 to {MAX_LIST_LIMIT}, got {limit}"),
+                )));
+                0
+            }
+        };
+        problems.finish("the request is invalid")?;
+        let Some(circle) = circle else {
+            return Err(ApiError::invalid("the request is invalid", Vec::new()).into());
+        };
+        let items = blocking(&self.0, move |store| {
+            Ok(store.locations_near(&circle, limit)?)
+        })
+        .await?;
+        Ok(Response::new(v1::LocationsNearResponse {
+            items: items
+                .iter()
+                .map(|near| v1::NearLocation {
+                    location: Some(convert::location(&near.location)),
+                    distance_km: near.distance_km,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn import_locations(
+        &self,
+        request: Request<v1::ImportLocationsRequest>,
+    ) -> Result<Response<v1::ImportLocationsResponse>, Status> {
+        self.authorise(&request, Scope::Admin).await?;
+        let csv = request.into_inner().csv;
+        let report = blocking(&self.0, move |store| {
+            import_locations(store, &csv, Millis::now(), |_| {}).map_err(|error| match error {
+                ImportError::Unreadable(field) => {
+                    ApiError::invalid("the file is not CSV", vec![field])
+                }
+                ImportError::Store(error) => error.into(),
+            })
+        })
+        .await?;
+        Ok(Response::new(convert::import_report(report)))
+    }
+
     async fn get_sensor(
         &self,
         request: Request<v1::GetRequest>,
@@ -153,11 +227,15 @@ impl v1::registry_service_server::RegistryService for RegistryApi {
     ) -> Result<Response<v1::ListSensorsResponse>, Status> {
         self.authorise(&request, Scope::Read).await?;
         let request = request.into_inner();
+        let near = circle_from(
+            NEAR_FIELDS,
+            [request.near_lat, request.near_lon, request.radius_km],
+        )
+        .map_err(|errors| ApiError::invalid("the request is invalid", errors))?;
         let filter = SensorFilter {
             location: optional(request.location_id),
             kind: optional(request.kind),
-            // The protobuf request has no radius filter (yet); HTTP has.
-            near: None,
+            near,
             include_deleted: request.include_deleted,
             limit: limit(request.limit),
             after: optional(request.cursor),

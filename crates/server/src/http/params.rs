@@ -103,24 +103,7 @@ impl QueryParams {
         if !errors.is_empty() {
             return Err(errors);
         }
-        match numbers {
-            [None, None, None] => Ok(None),
-            [Some(latitude), Some(longitude), Some(radius)] => {
-                audrey_model::GeoCircle::new(latitude, longitude, radius, names).map(Some)
-            }
-            _ => Err(names
-                .iter()
-                .zip(numbers)
-                .filter(|(_, number)| number.is_none())
-                .map(|(name, _)| {
-                    FieldError::new(
-                        *name,
-                        Reason::MissingField,
-                        format!("a radius filter needs all of {}", names.join(", ")),
-                    )
-                })
-                .collect()),
-        }
+        circle_from(names, numbers)
     }
 
     pub fn instant(&self, key: &str) -> Result<Option<Millis>, FieldError> {
@@ -143,6 +126,32 @@ impl QueryParams {
                 })
             })
             .transpose()
+    }
+}
+
+/// A radius filter from its three numbers (centre latitude, longitude, radius in km): all
+/// three or none. Errors name `names`. Shared by the HTTP query strings and gRPC messages.
+pub(crate) fn circle_from(
+    names: [&str; 3],
+    numbers: [Option<f64>; 3],
+) -> Result<Option<audrey_model::GeoCircle>, Vec<FieldError>> {
+    match numbers {
+        [None, None, None] => Ok(None),
+        [Some(latitude), Some(longitude), Some(radius)] => {
+            audrey_model::GeoCircle::new(latitude, longitude, radius, names).map(Some)
+        }
+        _ => Err(names
+            .iter()
+            .zip(numbers)
+            .filter(|(_, number)| number.is_none())
+            .map(|(name, _)| {
+                FieldError::new(
+                    *name,
+                    Reason::MissingField,
+                    format!("a radius filter needs all of {}", names.join(", ")),
+                )
+            })
+            .collect()),
     }
 }
 

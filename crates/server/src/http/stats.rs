@@ -29,7 +29,7 @@ use crate::{ApiError, AppState};
 /// The most buckets one aggregate answers.
 pub(crate) const MAX_BUCKETS: i64 = 100_000;
 
-fn required<T>(value: Option<T>, name: &str, problems: &mut Problems) -> Option<T> {
+pub(crate) fn required<T>(value: Option<T>, name: &str, problems: &mut Problems) -> Option<T> {
     if value.is_none() {
         problems.check::<()>(Err(FieldError::new(
             name,
@@ -40,7 +40,7 @@ fn required<T>(value: Option<T>, name: &str, problems: &mut Problems) -> Option<
     value
 }
 
-fn check_range(from: Option<Millis>, to: Option<Millis>, problems: &mut Problems) {
+pub(crate) fn check_range(from: Option<Millis>, to: Option<Millis>, problems: &mut Problems) {
     if let (Some(from), Some(to)) = (from, to)
         && from >= to
     {
@@ -150,7 +150,7 @@ fn bucket_json(bucket: Bucket, aggregations: &[Aggregation]) -> Map<String, Valu
     object
 }
 
-fn parse_aggregations(text: &str) -> Result<Vec<Aggregation>, FieldError> {
+pub(crate) fn parse_aggregations(text: &str) -> Result<Vec<Aggregation>, FieldError> {
     let list = text
         .split(',')
         .map(str::trim)

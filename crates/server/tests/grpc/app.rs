@@ -12,6 +12,8 @@ use tonic::transport::Channel;
 
 pub struct GrpcApp {
     pub grpc_url: String,
+    /// The same server's HTTP API, to compare answers with.
+    pub http_url: String,
     pub token: String,
     pub store: Arc<SqliteStore>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -58,6 +60,7 @@ impl GrpcApp {
         let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let grpc_url = format!("http://{}", grpc.local_addr().unwrap());
+        let http_url = format!("http://{}", http.local_addr().unwrap());
         let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
         let listeners = Listeners {
             http,
@@ -73,6 +76,7 @@ impl GrpcApp {
         ));
         GrpcApp {
             grpc_url,
+            http_url,
             token,
             store,
             shutdown: Some(shutdown),
@@ -128,6 +132,28 @@ impl GrpcApp {
 
     pub async fn registry(&self) -> v1::registry_service_client::RegistryServiceClient<Authed> {
         self.registry_as(Some(&self.token)).await
+    }
+
+    pub async fn query_as(
+        &self,
+        token: &str,
+    ) -> v1::query_service_client::QueryServiceClient<Authed> {
+        v1::query_service_client::QueryServiceClient::with_interceptor(
+            self.channel().await,
+            Bearer(Some(token.to_string())),
+        )
+    }
+
+    /// `GET path` over HTTP with the admin token: the status and the JSON body.
+    pub async fn http_get(&self, path: &str) -> (u16, serde_json::Value) {
+        let response = reqwest::Client::new()
+            .get(format!("{}{path}", self.http_url))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
     }
 
     pub async fn devices_as(

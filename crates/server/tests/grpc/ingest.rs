@@ -272,3 +272,34 @@ async fn missing_unknown_or_underprivileged_tokens_are_refused() {
     assert!(app.stored().is_empty());
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_token_revoked_over_http_is_refused_over_grpc_at_once_though_it_was_cached() {
+    let app = GrpcApp::spawn().await;
+    app.register("dev-1", "site-a").await;
+    let (record, writer) =
+        audrey_server::create_token(&*app.store, "w", &[audrey_server::Scope::Write], None)
+            .unwrap();
+    let mut ingest = app.ingest_as(Some(&writer)).await;
+    // Two calls: the second is answered from the token cache.
+    for message in ["one", "two"] {
+        ingest
+            .send(reading("dev-1", 1, 1.0, message))
+            .await
+            .unwrap();
+    }
+    let revoked = reqwest::Client::new()
+        .delete(format!("{}/api/v1/tokens/{}", app.http_url, record.id))
+        .bearer_auth(&app.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status().as_u16(), 204);
+    let status = ingest
+        .send(reading("dev-1", 1, 1.0, "three"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert_eq!(app.stored().len(), 2);
+    app.stop().await;
+}

@@ -4,6 +4,7 @@
 
 mod app;
 mod ingest;
+mod parity;
 mod queries;
 mod registry;
 mod sessions;

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use audrey_model::{LocationId, Millis, Reading, ReadingId, SensorId};
 
@@ -28,26 +28,31 @@ pub(super) fn parse_chunk_owner(
     ))
 }
 
+/// A flushed reading by id: its chunk through `reading_ids`, decoding only that reading.
+fn chunk_reading(reader: &Connection, id: ReadingId) -> Result<Option<Reading>, StoreError> {
+    let mut statement = reader.prepare_cached(
+        "SELECT c.sensor_id, c.location_id, c.body FROM reading_ids i
+         JOIN chunks c ON c.chunk = i.chunk WHERE i.id = ?1",
+    )?;
+    let mut rows = statement.query([id.as_bytes()])?;
+    let Some(row) = rows.next()? else {
+        return Ok(None);
+    };
+    let (sensor, location) = parse_chunk_owner(
+        row.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?,
+        row.get_ref(1)?.as_str().map_err(rusqlite::Error::from)?,
+    )?;
+    let body = row.get_ref(2)?.as_blob().map_err(rusqlite::Error::from)?;
+    decode_one(body, &sensor, &location, id)
+}
+
 impl SqliteStore {
     pub(super) fn get_reading(&self, id: ReadingId) -> Result<Option<Reading>, StoreError> {
         if let Some(reading) = self.memtable.read().map_err(poisoned)?.get(id) {
             return Ok(Some(reading));
         }
         let reader = self.reader()?;
-        let mut statement = reader.prepare_cached(
-            "SELECT c.sensor_id, c.location_id, c.body FROM reading_ids i
-             JOIN chunks c ON c.chunk = i.chunk WHERE i.id = ?1",
-        )?;
-        let mut rows = statement.query([id.as_bytes()])?;
-        let Some(row) = rows.next()? else {
-            return Ok(None);
-        };
-        let (sensor, location) = parse_chunk_owner(
-            row.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?,
-            row.get_ref(1)?.as_str().map_err(rusqlite::Error::from)?,
-        )?;
-        let body = row.get_ref(2)?.as_blob().map_err(rusqlite::Error::from)?;
-        decode_one(body, &sensor, &location, id)
+        chunk_reading(&reader, id)
     }
 
     /// Memtable and chunks merged in id order: the chunk side walks `reading_ids` (ids are
@@ -118,6 +123,28 @@ impl SqliteStore {
         items.dedup_by_key(|reading| reading.id);
         items.truncate(limit);
         Ok(items)
+    }
+
+    /// [`Self::get_reading`] when nothing has to be waited for: `None` when the memtable is
+    /// being written or every reader connection is busy. A point read by primary key is a
+    /// short B-tree walk, cheaper than handing the call to another thread.
+    pub(super) fn get_reading_without_waiting(
+        &self,
+        id: ReadingId,
+    ) -> Option<Result<Option<Reading>, StoreError>> {
+        // Memory first, then the table, as in get_reading (a flush commits to the table
+        // before it removes from memory, so a reading missing from one is in the other).
+        match self.memtable.try_read() {
+            Ok(memtable) => {
+                if let Some(reading) = memtable.get(id) {
+                    return Some(Ok(Some(reading)));
+                }
+            }
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+            Err(std::sync::TryLockError::Poisoned(_)) => return Some(Err(poisoned(()))),
+        }
+        let reader = self.try_reader()?;
+        Some(chunk_reading(&reader, id))
     }
 
     pub(super) fn query_readings(&self, query: &ReadingQuery) -> Result<Page<Reading>, StoreError> {

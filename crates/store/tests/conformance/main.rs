@@ -39,6 +39,7 @@ conformance!(
     sensors_need_a_live_location_and_are_soft_deleted,
     tokens_are_stored_found_and_revoked,
     appended_readings_read_back_by_id_with_counters,
+    a_reading_answered_without_waiting_is_the_one_reading_answers,
     a_message_id_repeated_in_one_batch_is_stored_once,
     a_message_id_repeated_in_a_later_batch_is_a_duplicate,
     dedup_holds_after_maintenance_moved_the_original,

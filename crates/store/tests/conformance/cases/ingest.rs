@@ -48,6 +48,32 @@ pub fn appended_readings_read_back_by_id_with_counters(harness: &Harness) {
     assert_eq!(store.counters(&sensor("b2")).unwrap().accepted, 0);
 }
 
+/// `reading_without_waiting` may decline (`None`), but whatever it answers is what `reading`
+/// answers: in memory, after maintenance moved the rows, and for an unknown id.
+pub fn a_reading_answered_without_waiting_is_the_one_reading_answers(harness: &Harness) {
+    let store = &*harness.store;
+    fleet(store);
+    let ids = accepted(&append(
+        store,
+        vec![
+            reading("a1", BASE + 1_000, Some("w1")),
+            reading("b1", BASE + 2_000, None),
+        ],
+    ));
+    let unknown = ReadingId(uuid::Uuid::now_v7());
+    let check = || {
+        for id in [ids[0], ids[1], unknown] {
+            if let Some(answer) = store.reading_without_waiting(id) {
+                assert_eq!(answer.unwrap(), store.reading(id).unwrap(), "{id}");
+            }
+        }
+    };
+    check();
+    harness.settle();
+    store.maintain().unwrap();
+    check();
+}
+
 pub fn a_message_id_repeated_in_one_batch_is_stored_once(harness: &Harness) {
     let store = &*harness.store;
     fleet(store);
