@@ -4,11 +4,19 @@
 //! Order inside the transaction: the batch's dedup keys are inserted into `reading_keys`
 //! first (`ON CONFLICT DO NOTHING RETURNING`), which both detects keys stored earlier and
 //! locks fresh ones against a concurrent writer; then the surviving readings are copied.
+//!
+//! Several appends run at once (one per committer, [`crate::Store::concurrent_appends`]).
+//! The only rows two of them can both lock are dedup keys: a key inserted by a transaction
+//! still in flight makes the second insert wait for its outcome, then count the reading as
+//! a duplicate of it (committed) or store it (rolled back). Keys are inserted in
+//! `(sensor_id, message_id)` order so two batches sharing keys cannot deadlock. Counters are
+//! appended as deltas (`counters.rs`), never updated in place, so they lock nothing shared.
+//! Statements are prepared once per connection and reused.
 
 use std::collections::{HashMap, HashSet};
 
+use deadpool_postgres::Transaction;
 use futures_util::pin_mut;
-use tokio_postgres::Transaction;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
@@ -16,6 +24,7 @@ use uuid::Uuid;
 
 use audrey_model::{MessageId, Millis, ReadingId, SensorId, ValidReading};
 
+use super::counters::APPEND_DELTAS;
 use super::errors::from_pg;
 use super::partitions::day_of;
 use super::{PostgresStore, poisoned};
@@ -136,9 +145,14 @@ async fn write(
 ) -> Result<Vec<AppendOutcome>, tokio_postgres::Error> {
     // 1. Dedup keys stored before this batch.
     let mut stored_before: HashMap<usize, ReadingId> = HashMap::new();
-    let keyed: Vec<usize> = (0..candidates.len())
+    let mut keyed: Vec<usize> = (0..candidates.len())
         .filter(|&index| candidates[index].1.message_id.is_some())
         .collect();
+    // Key order: concurrent batches lock shared keys in the same order (no deadlock).
+    keyed.sort_unstable_by(|&a, &b| {
+        let (a, b) = (&candidates[a].1, &candidates[b].1);
+        (a.sensor_id.as_str(), message_of(a)).cmp(&(b.sensor_id.as_str(), message_of(b)))
+    });
     if !keyed.is_empty() {
         let sensors: Vec<&str> = keyed
             .iter()
@@ -153,13 +167,15 @@ async fn write(
             .iter()
             .map(|&index| candidates[index].1.read_at.0)
             .collect();
-        let fresh: HashSet<Uuid> = transaction
-            .query(
+        let insert_keys = transaction
+            .prepare_cached(
                 "INSERT INTO reading_keys (sensor_id, message_id, id, read_at)
                  SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[], $4::int8[])
                  ON CONFLICT DO NOTHING RETURNING id",
-                &[&sensors, &messages, &ids, &read_ats],
             )
+            .await?;
+        let fresh: HashSet<Uuid> = transaction
+            .query(&insert_keys, &[&sensors, &messages, &ids, &read_ats])
             .await?
             .iter()
             .map(|row| row.get(0))
@@ -194,7 +210,8 @@ async fn write(
                     reading.sensor_id.as_str().to_string(),
                     message_of(reading).to_string(),
                 );
-                // The key's row is locked by our insert attempt, so it cannot be missing.
+                // Our insert waited for the transaction that stored the key, so it is visible
+                // now; only a retention trim racing this batch could hide it.
                 let earlier = existing.get(&key).copied().unwrap_or(candidates[index].0.0);
                 stored_before.insert(index, ReadingId(earlier));
             }
@@ -300,12 +317,17 @@ async fn write(
             .iter()
             .map(|entry| truncate(&entry.payload, MAX_PAYLOAD_BYTES))
             .collect();
-        transaction
-            .execute(
+        let insert_quarantine = transaction
+            .prepare_cached(
                 "INSERT INTO quarantine (received_at, sensor_id, reason, path, message, payload)
                  SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[],
                                       $5::text[], $6::text[])
                  ORDER BY 1",
+            )
+            .await?;
+        transaction
+            .execute(
+                &insert_quarantine,
                 &[&received, &sensors, &reasons, &paths, &messages, &payloads],
             )
             .await?;
@@ -318,7 +340,7 @@ async fn write(
         }
     }
 
-    // 5. Counters.
+    // 5. Counters, as deltas: nothing another committer holds is locked.
     if !counters.is_empty() {
         let sensors: Vec<&str> = counters.keys().copied().collect();
         let accepted: Vec<i64> = sensors
@@ -333,15 +355,10 @@ async fn write(
             .iter()
             .map(|sensor| counters[sensor].rejected)
             .collect();
+        let append_deltas = transaction.prepare_cached(APPEND_DELTAS).await?;
         transaction
             .execute(
-                "INSERT INTO sensor_counters (sensor_id, accepted, duplicate, rejected)
-                 SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::int8[])
-                 ORDER BY 1
-                 ON CONFLICT (sensor_id) DO UPDATE SET
-                    accepted = sensor_counters.accepted + EXCLUDED.accepted,
-                    duplicate = sensor_counters.duplicate + EXCLUDED.duplicate,
-                    rejected = sensor_counters.rejected + EXCLUDED.rejected",
+                &append_deltas,
                 &[&sensors, &accepted, &duplicate, &rejected],
             )
             .await?;
