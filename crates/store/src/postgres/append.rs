@@ -16,10 +16,10 @@
 use std::collections::{HashMap, HashSet};
 
 use deadpool_postgres::Transaction;
+use futures_util::SinkExt;
 use futures_util::pin_mut;
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::types::Type;
 use uuid::Uuid;
 
 use audrey_model::{MessageId, Millis, ReadingId, SensorId, ValidReading};
@@ -367,6 +367,11 @@ async fn write(
 }
 
 /// Binary COPY of the chosen candidates into `table`.
+///
+/// The whole COPY stream is encoded here and handed to the connection as one message:
+/// tokio-postgres's row writer sends a 4 KiB chunk at a time through a one-slot channel, so
+/// every chunk was a hand-off between this thread and the connection task (dozens of context
+/// switches per batch). The format is PostgreSQL's binary COPY (`COPY_TYPES` order).
 async fn copy_rows(
     transaction: &Transaction<'_>,
     table: &str,
@@ -374,32 +379,52 @@ async fn copy_rows(
     chosen: &[usize],
     received_at: Millis,
 ) -> Result<(), tokio_postgres::Error> {
-    let sink = transaction
-        .copy_in(&format!(
+    let statement = transaction
+        .prepare_cached(&format!(
             "COPY {table} ({READING_COLUMNS}) FROM STDIN (FORMAT binary)"
         ))
         .await?;
-    let writer = BinaryCopyInWriter::new(sink, &COPY_TYPES);
-    pin_mut!(writer);
+    let sink = transaction.copy_in::<_, bytes::Bytes>(&statement).await?;
+    pin_mut!(sink);
+    let mut data: Vec<u8> = Vec::with_capacity(19 + chosen.len() * 160 + 2);
+    data.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+    data.extend_from_slice(&0i32.to_be_bytes()); // flags
+    data.extend_from_slice(&0i32.to_be_bytes()); // header extension length
     let mut values_json = String::with_capacity(128);
     for &index in chosen {
         let (id, reading) = &candidates[index];
         values_json.clear();
         reading.values.write_json(&mut values_json);
-        let message = reading.message_id.as_ref().map(|message| message.as_str());
-        let row: [&(dyn ToSql + Sync); 7] = [
-            &id.0,
-            &reading.sensor_id.as_str(),
-            &reading.location_id.as_str(),
-            &reading.read_at.0,
-            &received_at.0,
-            &message,
-            &values_json,
-        ];
-        writer.as_mut().write(&row).await?;
+        data.extend_from_slice(&(COPY_TYPES.len() as i16).to_be_bytes());
+        put_field(&mut data, Some(id.0.as_bytes()));
+        put_field(&mut data, Some(reading.sensor_id.as_str().as_bytes()));
+        put_field(&mut data, Some(reading.location_id.as_str().as_bytes()));
+        put_field(&mut data, Some(&reading.read_at.0.to_be_bytes()));
+        put_field(&mut data, Some(&received_at.0.to_be_bytes()));
+        put_field(
+            &mut data,
+            reading
+                .message_id
+                .as_ref()
+                .map(|message| message.as_str().as_bytes()),
+        );
+        put_field(&mut data, Some(values_json.as_bytes()));
     }
-    writer.finish().await?;
+    data.extend_from_slice(&(-1i16).to_be_bytes()); // trailer
+    sink.as_mut().send(bytes::Bytes::from(data)).await?;
+    sink.finish().await?;
     Ok(())
+}
+
+/// One field of a binary COPY row: its length (-1 for NULL), then its bytes.
+fn put_field(data: &mut Vec<u8>, value: Option<&[u8]>) {
+    match value {
+        Some(bytes) => {
+            data.extend_from_slice(&(bytes.len() as i32).to_be_bytes());
+            data.extend_from_slice(bytes);
+        }
+        None => data.extend_from_slice(&(-1i32).to_be_bytes()),
+    }
 }
 
 fn message_of(reading: &ValidReading) -> &str {
