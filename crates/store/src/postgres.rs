@@ -11,8 +11,10 @@
 //!   `assigned_ids`) a no-op even for readings without a message id.
 //! - `reading_keys` is a plain table mapping the dedup key `(sensor_id, message_id)` to the
 //!   reading id: a partitioned table cannot hold a unique key that lacks `read_at`.
-//! - A normal append writes its readings with one binary `COPY` into `readings`; a replay
-//!   (`assigned_ids` present) copies into a temporary staging table and moves the rows with
+//! - An append writes its readings with one binary `COPY` into `readings`. Assigned ids
+//!   (`assigned_ids`, from the outage spool) are usually new, so they are copied straight in
+//!   too; when the unique key refuses one (a replay of readings already stored), the
+//!   transaction rolls back and the batch goes through a temporary staging table and
 //!   `INSERT .. ON CONFLICT DO NOTHING`, so ids already stored are recognised. Every append
 //!   is one transaction committed with `synchronous_commit` on: `Ok` means durable.
 //!   Several appends run at once (`concurrent_appends` committers, one connection each);

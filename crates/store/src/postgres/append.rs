@@ -75,7 +75,11 @@ impl PostgresStore {
                 batch.readings.len()
             )));
         }
-        let replay = batch.assigned_ids.is_some();
+        // Assigned ids are usually new (the outage spool mints them before its first attempt),
+        // so the batch is copied straight in; only when the unique key refuses one of them (a
+        // real replay of readings already stored) does it go through the staging table.
+        let assigned = batch.assigned_ids.is_some();
+        let mut replay = false;
         let ids: Vec<ReadingId> = (0..batch.readings.len())
             .map(|index| batch.id_for(index))
             .collect();
@@ -102,7 +106,8 @@ impl PostgresStore {
         self.block_on(async {
             self.ensure_days(days.iter().copied()).await?;
             let mut open = OpenConnection(Some(self.client().await?));
-            for attempt in 0.. {
+            let mut partitions_reloaded = false;
+            loop {
                 let client = open.client();
                 // BEGIN goes out in the same flight as the first statement (requests are
                 // sent in the order they are first polled), COMMIT with the counter deltas:
@@ -130,19 +135,22 @@ impl PostgresStore {
                     unreachable!("success returned above")
                 };
                 open.roll_back().await;
-                // A partition vanished under the cache (dropped by another process): learn
-                // the truth and try once more.
-                if attempt == 0 && error.code() == Some(&SqlState::CHECK_VIOLATION) {
-                    self.partitions.write().map_err(poisoned)?.clear();
-                    self.ensure_days(days.iter().copied()).await?;
-                    if open.0.is_none() {
-                        open = OpenConnection(Some(self.client().await?));
+                match error.code() {
+                    // Some assigned ids are stored already: replay through staging.
+                    Some(&SqlState::UNIQUE_VIOLATION) if assigned && !replay => replay = true,
+                    // A partition vanished under the cache (dropped by another process):
+                    // learn the truth and try once more.
+                    Some(&SqlState::CHECK_VIOLATION) if !partitions_reloaded => {
+                        partitions_reloaded = true;
+                        self.partitions.write().map_err(poisoned)?.clear();
+                        self.ensure_days(days.iter().copied()).await?;
                     }
-                    continue;
+                    _ => return Err(from_pg(error)),
                 }
-                return Err(from_pg(error));
+                if open.0.is_none() {
+                    open = OpenConnection(Some(self.client().await?));
+                }
             }
-            unreachable!("the loop returns")
         })
     }
 }
