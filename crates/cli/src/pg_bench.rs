@@ -21,13 +21,10 @@ struct RunningAudrey {
 }
 
 impl RunningAudrey {
-    async fn start(url: &str) -> anyhow::Result<RunningAudrey> {
+    async fn start(url: &str, options: PostgresOptions) -> anyhow::Result<RunningAudrey> {
         let url = url.to_string();
         let store = Arc::new(
-            tokio::task::spawn_blocking(move || {
-                PostgresStore::open(&url, PostgresOptions::default())
-            })
-            .await??,
+            tokio::task::spawn_blocking(move || PostgresStore::open(&url, options)).await??,
         );
         let dyn_store: Arc<dyn Store> = store.clone();
         let (_, token) = audrey_server::create_token(&*dyn_store, "bench", &[Scope::Admin], None)
@@ -71,6 +68,7 @@ pub async fn pg_ingest(
     rows: u64,
     sensors: usize,
     clients: usize,
+    committers: Option<usize>,
 ) -> anyhow::Result<(Vec<BenchReport>, f64)> {
     let raw_database = ScratchDatabase::create(admin_url, "raw").await?;
     let result = async {
@@ -86,7 +84,12 @@ pub async fn pg_ingest(
 
     let audrey_database = ScratchDatabase::create(admin_url, "audrey").await?;
     let result = async {
-        let audrey = RunningAudrey::start(&audrey_database.url).await?;
+        let defaults = PostgresOptions::default();
+        let options = PostgresOptions {
+            concurrent_appends: committers.unwrap_or(defaults.concurrent_appends),
+            ..defaults
+        };
+        let audrey = RunningAudrey::start(&audrey_database.url, options).await?;
         let report = audrey_loadgen::bench_http_ingest(audrey_loadgen::IngestBenchOptions {
             base_url: audrey.base_url.clone(),
             token: audrey.token.clone(),
@@ -119,7 +122,7 @@ pub async fn pg_newest(
 ) -> anyhow::Result<Vec<BenchReport>> {
     let database = ScratchDatabase::create(admin_url, "newest").await?;
     let result = async {
-        let audrey = RunningAudrey::start(&database.url).await?;
+        let audrey = RunningAudrey::start(&database.url, PostgresOptions::default()).await?;
         let now = audrey_model::Millis::now();
         let from = audrey_model::Millis(now.0 - i64::from(days + 1) * 86_400_000);
         let store = audrey.store.clone();

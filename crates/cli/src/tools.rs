@@ -339,6 +339,10 @@ enum BenchScenario {
         /// Concurrent HTTP clients sending to Audrey
         #[arg(long, default_value_t = 4)]
         clients: usize,
+        /// Committer threads (concurrent PostgreSQL transactions) in Audrey; default: the
+        /// store's own choice
+        #[arg(long)]
+        committers: Option<usize>,
     },
     /// PostgreSQL: newest 100 readings of one sensor over HTTP, with N rows preloaded by COPY
     PgNewest {
@@ -540,9 +544,10 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             rows,
             sensors,
             clients,
+            committers,
         } => {
             let (reports, ratio) =
-                crate::pg_bench::pg_ingest(&store, rows, sensors, clients).await?;
+                crate::pg_bench::pg_ingest(&store, rows, sensors, clients, committers).await?;
             println!(
                 "Audrey over HTTP reached {:.1}% of the raw COPY rate (target >= 70%)",
                 ratio * 100.0

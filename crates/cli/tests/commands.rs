@@ -148,7 +148,7 @@ async fn migrate_applies_the_postgresql_schema_once_and_reports_its_version() {
             "{}",
             String::from_utf8_lossy(&output.stderr)
         );
-        assert!(text(&output).starts_with("schema version 2 (this Audrey knows 2) in postgres://"));
+        assert!(text(&output).starts_with("schema version 3 (this Audrey knows 3) in postgres://"));
     }
     let bad = audrey(&[
         "migrate",

@@ -26,7 +26,9 @@ pub struct CommittedBatch {
     pub rejections: Vec<RejectedReading>,
 }
 
-/// Receives every committed batch, in commit order, on the committer thread.
+/// Receives every committed batch exactly once, one call at a time, on a committer thread.
+/// With one committer (SQLite) that is commit order; with several (PostgreSQL) batches whose
+/// transactions overlapped may arrive in either order, as their reading ids may.
 pub trait CommitObserver: Send + Sync + 'static {
     /// May block to apply backpressure; must never drop a batch silently.
     fn committed(&self, batch: CommittedBatch);

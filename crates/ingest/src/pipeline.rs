@@ -26,6 +26,9 @@ pub struct IngestOptions {
     pub maintenance_interval: Duration,
     /// Readings older than this are removed by the maintenance thread; `None` keeps all.
     pub retention: Option<Duration>,
+    /// Committer threads; `None` starts as many as the store can use
+    /// ([`Store::concurrent_appends`]: 1 on SQLite, several on PostgreSQL).
+    pub committers: Option<usize>,
 }
 
 impl Default for IngestOptions {
@@ -36,6 +39,7 @@ impl Default for IngestOptions {
             enqueue_timeout: Duration::from_secs(2),
             maintenance_interval: Duration::from_millis(100),
             retention: None,
+            committers: None,
         }
     }
 }
@@ -159,7 +163,8 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Starts the committer and maintenance threads.
+    /// Starts the committer threads (see [`IngestOptions::committers`]) and the maintenance
+    /// thread.
     pub fn start(
         store: Arc<dyn Store>,
         options: IngestOptions,
@@ -169,7 +174,7 @@ impl Pipeline {
     }
 
     /// Like [`Pipeline::start`], and after each durable commit (once its requests are
-    /// answered) hands what was stored to `observer` on the committer thread.
+    /// answered) hands what was stored to `observer` on that committer's thread.
     pub fn start_observed(
         store: Arc<dyn Store>,
         options: IngestOptions,
@@ -180,15 +185,26 @@ impl Pipeline {
         // queued is bounded by `queue_readings`.
         let (sender, receiver) = mpsc::unbounded_channel();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let committer = {
-            let store = store.clone();
-            let metrics = metrics.clone();
-            let max = options.max_commit_readings;
-            std::thread::Builder::new()
-                .name("audrey-committer".into())
-                .spawn(move || run_committer(receiver, store, metrics, max, observer))
-                .expect("spawning the committer thread")
-        };
+        let count = options
+            .committers
+            .unwrap_or_else(|| store.concurrent_appends())
+            .max(1);
+        let shared = Arc::new(Committers {
+            jobs: std::sync::Mutex::new(receiver),
+            store: store.clone(),
+            metrics: metrics.clone(),
+            max: options.max_commit_readings,
+            observer: observer.map(std::sync::Mutex::new),
+        });
+        let mut workers: Vec<std::thread::JoinHandle<()>> = (0..count)
+            .map(|index| {
+                let shared = shared.clone();
+                std::thread::Builder::new()
+                    .name(format!("audrey-committer-{index}"))
+                    .spawn(move || shared.run())
+                    .expect("spawning a committer thread")
+            })
+            .collect();
         let maintenance = {
             let store = store.clone();
             let stop = stop.clone();
@@ -219,7 +235,10 @@ impl Pipeline {
             options,
             metrics,
             jobs: std::sync::Mutex::new(Some(sender)),
-            workers: std::sync::Mutex::new(vec![committer, maintenance]),
+            workers: std::sync::Mutex::new({
+                workers.push(maintenance);
+                workers
+            }),
             stop_maintenance: stop,
         })
     }
@@ -347,7 +366,7 @@ impl Pipeline {
         result.map_err(|error| IngestError::Unavailable(error.to_string()))
     }
 
-    /// Stops taking work, lets the committer finish every queued job, stops maintenance.
+    /// Stops taking work, lets the committers finish every queued job, stops maintenance.
     pub fn shutdown(&self) {
         if let Ok(mut jobs) = self.jobs.lock() {
             jobs.take();
@@ -390,19 +409,28 @@ fn quarantine_entry(
     }
 }
 
-/// Takes a job, then everything queued behind it up to `max` readings, and commits them as one
-/// transaction. Runs until every sender is gone and the queue is empty.
-fn run_committer(
-    mut jobs: mpsc::UnboundedReceiver<Job>,
+/// What the committer threads share. Each takes a job, then everything queued behind it up
+/// to `max` readings, and commits them as one transaction; with several committers the next
+/// group is taken while earlier ones are still committing. They run until every sender is
+/// gone and the queue is empty.
+struct Committers {
+    jobs: std::sync::Mutex<mpsc::UnboundedReceiver<Job>>,
     store: Arc<dyn Store>,
     metrics: Arc<IngestMetrics>,
     max: usize,
-    observer: Option<Arc<dyn CommitObserver>>,
-) {
-    while let Some(first) = jobs.blocking_recv() {
+    /// Behind a lock so the observer sees one batch at a time, each exactly once.
+    observer: Option<std::sync::Mutex<Arc<dyn CommitObserver>>>,
+}
+
+impl Committers {
+    /// Takes the next group of jobs; `None` once the queue is closed and empty.
+    fn next_group(&self) -> Option<Vec<Job>> {
+        // Only one committer gathers at a time, so a group holds consecutive jobs.
+        let mut jobs = self.jobs.lock().ok()?;
+        let first = jobs.blocking_recv()?;
+        let mut readings = first.batch.readings.len();
         let mut group = vec![first];
-        let mut readings = group[0].batch.readings.len();
-        while readings < max {
+        while readings < self.max {
             match jobs.try_recv() {
                 Ok(job) => {
                     readings += job.batch.readings.len();
@@ -411,6 +439,18 @@ fn run_committer(
                 Err(_) => break,
             }
         }
+        Some(group)
+    }
+
+    fn run(&self) {
+        while let Some(group) = self.next_group() {
+            self.commit(group);
+        }
+    }
+
+    fn commit(&self, mut group: Vec<Job>) {
+        let (store, metrics) = (&self.store, &self.metrics);
+        let readings: usize = group.iter().map(|job| job.batch.readings.len()).sum();
         let mut merged = AppendBatch::default();
         let mut sizes = Vec::with_capacity(group.len());
         for job in &mut group {
@@ -419,7 +459,7 @@ fn run_committer(
             merged.quarantine.append(&mut job.batch.quarantine);
         }
         // Only with an observer is the batch copied: the store consumes it.
-        let observed = observer.as_ref().map(|_| {
+        let observed = self.observer.as_ref().map(|_| {
             let now = Millis::now();
             let rejections = merged
                 .quarantine
@@ -461,7 +501,7 @@ fn run_committer(
                     let _ = job.reply.send(Ok(outcomes.by_ref().take(size).collect()));
                 }
                 // Every request is answered: only now may the observer take its time.
-                if let (Some(observer), Some((readings, rejections))) = (&observer, observed) {
+                if let (Some(observer), Some((readings, rejections))) = (&self.observer, observed) {
                     let readings = readings
                         .into_iter()
                         .zip(accepted)
@@ -469,10 +509,15 @@ fn run_committer(
                             id.map(|id| reading.into_reading(id, received_at))
                         })
                         .collect();
-                    observer.committed(CommittedBatch {
+                    let batch = CommittedBatch {
                         readings,
                         rejections,
-                    });
+                    };
+                    // A panicking observer poisons the lock; later batches still reach it.
+                    let observer = observer
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    observer.committed(batch);
                 }
             }
             Err(error) => {

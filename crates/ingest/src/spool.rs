@@ -42,7 +42,9 @@
 //!    reading without a message id in a store that honours assigned ids; readings with a
 //!    message id are also deduplicated by `(sensor_id, message_id)`.
 //! 7. While the spool holds a frame not yet committed, every append goes to the spool, so the
-//!    inner store receives batches in the order they were acknowledged.
+//!    inner store receives batches in the order they were acknowledged. Several committers may
+//!    append straight to the inner store at once, but a frame is written only while none of
+//!    them is in flight, so every batch acknowledged before a spooled one was committed first.
 //!
 //! # What the inner store must guarantee
 //!

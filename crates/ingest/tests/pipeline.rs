@@ -25,6 +25,10 @@ struct GatedStore {
     open: Mutex<bool>,
     changed: Condvar,
     appends: AtomicUsize,
+    /// Appends that entered and have not returned yet (waiting at the gate or storing).
+    in_flight: AtomicUsize,
+    /// What `concurrent_appends` answers (the pipeline starts this many committers).
+    concurrent: usize,
 }
 
 impl GatedStore {
@@ -40,13 +44,19 @@ impl Store for GatedStore {
         batch: AppendBatch,
         received_at: Millis,
     ) -> Result<Vec<AppendOutcome>, StoreError> {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
         let mut open = self.open.lock().unwrap();
         while !*open {
             open = self.changed.wait(open).unwrap();
         }
         drop(open);
         self.appends.fetch_add(1, Ordering::SeqCst);
-        self.inner.append(batch, received_at)
+        let outcome = self.inner.append(batch, received_at);
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        outcome
+    }
+    fn concurrent_appends(&self) -> usize {
+        self.concurrent
     }
     fn maintain(&self) -> Result<(), StoreError> {
         self.inner.maintain()
@@ -178,6 +188,10 @@ impl Store for GatedStore {
 }
 
 fn gated_store(dir: &std::path::Path) -> Arc<GatedStore> {
+    gated_store_with(dir, 1)
+}
+
+fn gated_store_with(dir: &std::path::Path, concurrent: usize) -> Arc<GatedStore> {
     let inner = SqliteStore::open(dir, SqliteOptions::default()).unwrap();
     let location = LocationInput {
         name: "Lab".into(),
@@ -201,7 +215,31 @@ fn gated_store(dir: &std::path::Path) -> Arc<GatedStore> {
         open: Mutex::new(true),
         changed: Condvar::new(),
         appends: AtomicUsize::new(0),
+        in_flight: AtomicUsize::new(0),
+        concurrent,
     })
+}
+
+/// Waits (bounded) until `condition` holds; answers whether it did.
+async fn eventually(condition: impl Fn() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    condition()
+}
+
+/// Collects what the pipeline hands its observer.
+#[derive(Default)]
+struct Collecting(Mutex<Vec<audrey_ingest::CommittedBatch>>);
+
+impl audrey_ingest::CommitObserver for Collecting {
+    fn committed(&self, batch: audrey_ingest::CommittedBatch) {
+        self.0.lock().unwrap().push(batch);
+    }
 }
 
 fn items(count: usize) -> Vec<IncomingItem> {
@@ -353,4 +391,62 @@ async fn shutdown_commits_what_was_queued_before_it() {
         })
         .unwrap();
     assert_eq!(stored.items.len(), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_takes_concurrent_appends_gets_overlapping_commits_each_observed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = gated_store_with(dir.path(), 3);
+    let observer = Arc::new(Collecting::default());
+    let pipeline = Pipeline::start_observed(
+        store.clone(),
+        options(10_000),
+        Arc::new(IngestMetrics::default()),
+        Some(observer.clone()),
+    );
+    store.set_open(false);
+    // Each request waits at the closed gate inside its own append: with one committer the
+    // second would queue behind the first and never reach the store.
+    let mut requests = Vec::new();
+    for started in 1..=3 {
+        requests.push(tokio::spawn({
+            let pipeline = pipeline.clone();
+            async move { pipeline.submit(items(4), false, None).await }
+        }));
+        assert!(
+            eventually(|| store.in_flight.load(Ordering::SeqCst) == started).await,
+            "append {started} runs beside the ones before it"
+        );
+    }
+    store.set_open(true);
+    let mut acknowledged = Vec::new();
+    for request in requests {
+        for outcome in request.await.unwrap().unwrap() {
+            let ItemOutcome::Accepted(id) = outcome else {
+                panic!("{outcome:?}")
+            };
+            acknowledged.push(id);
+        }
+    }
+    pipeline.shutdown();
+    let observed: Vec<ReadingId> = observer
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|batch| batch.readings.iter().map(|reading| reading.id))
+        .collect();
+    assert_eq!(
+        observer.0.lock().unwrap().len(),
+        3,
+        "one observed batch per commit"
+    );
+    let (mut acknowledged, mut observed) = (acknowledged, observed);
+    acknowledged.sort();
+    observed.sort();
+    assert_eq!(acknowledged.len(), 12);
+    assert_eq!(
+        observed, acknowledged,
+        "every committed reading observed exactly once"
+    );
 }

@@ -78,6 +78,12 @@ pub trait Store: Send + Sync + 'static {
         batch: AppendBatch,
         received_at: Millis,
     ) -> Result<Vec<AppendOutcome>, StoreError>;
+    /// How many [`Store::append`] calls may usefully run at once. Concurrent appends must
+    /// still deduplicate `(sensor_id, message_id)` exactly as if they ran one after another
+    /// (in some order). The default, 1, means appends are serialised by the store anyway.
+    fn concurrent_appends(&self) -> usize {
+        1
+    }
     /// Background work: moves landed readings into their indexed layout (SQLite: chunks),
     /// trims quarantine.
     fn maintain(&self) -> Result<(), StoreError>;

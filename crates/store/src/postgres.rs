@@ -11,10 +11,16 @@
 //!   `assigned_ids`) a no-op even for readings without a message id.
 //! - `reading_keys` is a plain table mapping the dedup key `(sensor_id, message_id)` to the
 //!   reading id: a partitioned table cannot hold a unique key that lacks `read_at`.
-//! - A normal append writes its readings with one binary `COPY` into `readings`; a replay
-//!   (`assigned_ids` present) copies into a temporary staging table and moves the rows with
+//! - An append writes its readings with one binary `COPY` into `readings`. Assigned ids
+//!   (`assigned_ids`, from the outage spool) are usually new, so they are copied straight in
+//!   too; when the unique key refuses one (a replay of readings already stored), the
+//!   transaction rolls back and the batch goes through a temporary staging table and
 //!   `INSERT .. ON CONFLICT DO NOTHING`, so ids already stored are recognised. Every append
 //!   is one transaction committed with `synchronous_commit` on: `Ok` means durable.
+//!   Several appends run at once (`concurrent_appends` committers, one connection each);
+//!   they share no row lock but the dedup keys they have in common (`append`).
+//! - Per-sensor counters are appended as deltas by each append and folded into
+//!   `sensor_counters` by maintenance; a read sums both (`counters`).
 //! - Statistics and time buckets are computed by the server (`stats`); radius searches take a
 //!   latitude/longitude box from SQL and decide with the shared haversine in Rust (`geo`), so
 //!   both backends answer the same. Staged changes finish once by a conditional UPDATE.
@@ -26,6 +32,7 @@
 //! know about HTTP, and must never keep acknowledged data only in memory.
 
 mod append;
+mod counters;
 mod errors;
 mod geo;
 mod import;
@@ -56,6 +63,10 @@ pub struct PostgresOptions {
     pub connect_timeout: Duration,
     pub quarantine_max_rows: usize,
     pub quarantine_max_age: Duration,
+    /// How many appends may run at once, each on its own connection (the ingest pipeline
+    /// starts this many committers). Appends of one batch take no lock another batch needs
+    /// except the dedup keys they share, so they overlap their round trips and WAL flushes.
+    pub concurrent_appends: usize,
 }
 
 impl Default for PostgresOptions {
@@ -65,6 +76,7 @@ impl Default for PostgresOptions {
             connect_timeout: Duration::from_secs(5),
             quarantine_max_rows: 100_000,
             quarantine_max_age: Duration::from_secs(7 * 24 * 3600),
+            concurrent_appends: 3,
         }
     }
 }
@@ -78,6 +90,7 @@ pub struct PostgresStore {
     partitions: RwLock<BTreeSet<i64>>,
     sensors: RwLock<HashMap<Arc<str>, Arc<Sensor>>>,
     last_upkeep: Mutex<Option<Instant>>,
+    last_fold: Mutex<Option<Instant>>,
 }
 
 impl PostgresStore {
@@ -98,6 +111,7 @@ impl PostgresStore {
             partitions: RwLock::new(BTreeSet::new()),
             sensors: RwLock::new(HashMap::new()),
             last_upkeep: Mutex::new(None),
+            last_fold: Mutex::new(None),
         };
         store.block_on(async {
             let mut client = store.client().await?;
@@ -210,8 +224,16 @@ impl crate::Store for PostgresStore {
         self.append_batch(batch, received_at)
     }
 
+    fn concurrent_appends(&self) -> usize {
+        // Never more than the pool can serve beside readers.
+        self.options
+            .concurrent_appends
+            .clamp(1, self.options.pool_size.max(1))
+    }
+
     fn maintain(&self) -> Result<(), StoreError> {
-        self.upkeep_if_due()
+        self.upkeep_if_due()?;
+        self.fold_counters_if_due()
     }
 
     fn ready(&self) -> Result<(), StoreError> {

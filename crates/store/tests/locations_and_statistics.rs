@@ -277,6 +277,63 @@ fn buckets_are_epoch_aligned_and_ordered(store: &dyn Store) {
     }
 }
 
+/// A reading that arrives late (read long before the ones already stored, received after
+/// the statistics were first asked for) changes the next answer: nothing is cached stale.
+fn a_late_reading_changes_statistics_and_buckets(store: &dyn Store) {
+    let base = 1_700_000_000_000i64;
+    let query = StatsQuery {
+        metric: MetricName::parse("t").unwrap(),
+        group_by: GroupBy::Sensor,
+        from: Some(Millis(base - 3_600_000)),
+        to: Some(Millis(base + 3_600_000)),
+        percentiles: vec![50.0],
+    };
+    let before = store.reading_stats(&query).unwrap();
+    let north = |groups: &[audrey_store::StatsGroup]| {
+        groups
+            .iter()
+            .find(|group| group.key.as_deref() == Some("s-north"))
+            .unwrap()
+            .summary
+            .clone()
+    };
+    assert_eq!(north(&before).count, 10);
+    store
+        .append(
+            AppendBatch {
+                readings: vec![reading("s-north", "north", base - 1_800_000, 1000.0)],
+                ..Default::default()
+            },
+            Millis(base + 20_000_000),
+        )
+        .unwrap();
+    let after = north(&store.reading_stats(&query).unwrap());
+    assert_eq!((after.count, after.max), (11, 1000.0));
+    assert_eq!(after.percentiles, vec![(50.0, 6.0)]);
+    let buckets = store
+        .aggregate_readings(&AggregateQuery {
+            sensor: Some(SensorId::parse("s-north").unwrap()),
+            location: None,
+            metric: MetricName::parse("t").unwrap(),
+            bucket_ms: 3_600_000,
+            aggregations: vec![Aggregation::Count, Aggregation::Max],
+            from: None,
+            to: None,
+        })
+        .unwrap();
+    let late = base - 1_800_000;
+    let start = late - late.rem_euclid(3_600_000);
+    let bucket = buckets
+        .iter()
+        .find(|bucket| bucket.start == Millis(start))
+        .unwrap();
+    assert_eq!(
+        bucket.values[1],
+        Some(1000.0),
+        "the late reading's bucket has it"
+    );
+}
+
 #[test]
 fn sqlite_upserts_imported_locations() {
     let dir = tempfile::tempdir().unwrap();
@@ -302,6 +359,7 @@ fn sqlite_statistics_cover_landed_and_flushed_readings() {
     );
     statistics_follow_the_documented_definitions(&store);
     buckets_are_epoch_aligned_and_ordered(&store);
+    a_late_reading_changes_statistics_and_buckets(&store);
 }
 
 #[test]
@@ -330,6 +388,7 @@ fn postgres_statistics_follow_the_documented_definitions() {
     append_readings(store, || harness.settle());
     statistics_follow_the_documented_definitions(store);
     buckets_are_epoch_aligned_and_ordered(store);
+    a_late_reading_changes_statistics_and_buckets(store);
 }
 
 /// Loads one data set into `store`: places with attributes, cities (one without), sensors,

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use audrey_model::{
@@ -88,6 +88,11 @@ struct Shared {
     inner: Arc<dyn Store>,
     options: SpoolOptions,
     state: Mutex<State>,
+    /// Appends sent straight to the inner store hold it shared (several committers may be
+    /// inside the inner store at once); writing to the spool holds it exclusively. So when a
+    /// batch is spooled no direct append is in flight: everything acknowledged before it was
+    /// committed, and every append after it sees the spool non-empty (invariant 7).
+    gate: RwLock<()>,
     /// The figures of `state` as of its last change, so `/metrics` and `/readyz` never wait
     /// behind an append that waits for the database.
     figures: Mutex<SpoolStatus>,
@@ -189,6 +194,7 @@ impl SpoolingStore {
             options,
             figures,
             state: Mutex::new(state),
+            gate: RwLock::new(()),
             inner_available: AtomicBool::new(true),
             stop: AtomicBool::new(false),
         });
@@ -382,26 +388,35 @@ impl Shared {
                 .map(|_| ReadingId(uuid::Uuid::now_v7()))
                 .collect(),
         };
-        let mut state = self.lock()?;
-        if state.pending_records == 0 {
-            let attempt = AppendBatch {
-                readings: batch.readings.clone(),
-                quarantine: batch.quarantine.clone(),
-                assigned_ids: Some(ids.clone()),
-            };
-            match self.inner.append(attempt, received_at) {
-                Err(StoreError::Unavailable(detail)) => {
-                    if self.inner_available.swap(false, Ordering::Relaxed) {
-                        tracing::warn!(%detail, "the database is unreachable; spooling readings");
+        {
+            let direct = self.gate.read().map_err(poisoned)?;
+            // The state lock is not held while the inner store works: other committers'
+            // direct appends run beside this one.
+            if self.lock()?.pending_records == 0 {
+                let attempt = AppendBatch {
+                    readings: batch.readings.clone(),
+                    quarantine: batch.quarantine.clone(),
+                    assigned_ids: Some(ids.clone()),
+                };
+                match self.inner.append(attempt, received_at) {
+                    Err(StoreError::Unavailable(detail)) => {
+                        if self.inner_available.swap(false, Ordering::Relaxed) {
+                            tracing::warn!(%detail, "the database is unreachable; spooling readings");
+                        }
+                        drop(direct);
+                        let _exclusive = self.gate.write().map_err(poisoned)?;
+                        let mut state = self.lock()?;
+                        let outcomes =
+                            state.spool(&batch, &ids, received_at, true, self.options.max_bytes);
+                        self.publish(&state);
+                        return outcomes;
                     }
-                    let outcomes =
-                        state.spool(&batch, &ids, received_at, true, self.options.max_bytes);
-                    self.publish(&state);
-                    return outcomes;
+                    other => return other,
                 }
-                other => return other,
             }
         }
+        let _exclusive = self.gate.write().map_err(poisoned)?;
+        let mut state = self.lock()?;
         let outcomes = state.spool(&batch, &ids, received_at, false, self.options.max_bytes);
         self.publish(&state);
         outcomes
@@ -587,6 +602,10 @@ impl Store for SpoolingStore {
         received_at: Millis,
     ) -> Result<Vec<AppendOutcome>, StoreError> {
         self.shared.append(batch, received_at)
+    }
+
+    fn concurrent_appends(&self) -> usize {
+        self.shared.inner.concurrent_appends()
     }
 
     fn maintain(&self) -> Result<(), StoreError> {

@@ -4,18 +4,29 @@
 //! Order inside the transaction: the batch's dedup keys are inserted into `reading_keys`
 //! first (`ON CONFLICT DO NOTHING RETURNING`), which both detects keys stored earlier and
 //! locks fresh ones against a concurrent writer; then the surviving readings are copied.
+//!
+//! Several appends run at once (one per committer, [`crate::Store::concurrent_appends`]).
+//! The only rows two of them can both lock are dedup keys: a key inserted by a transaction
+//! still in flight makes the second insert wait for its outcome, then count the reading as
+//! a duplicate of it (committed) or store it (rolled back). Keys are inserted in
+//! `(sensor_id, message_id)` order so two batches sharing keys cannot deadlock. Counters are
+//! appended as deltas (`counters.rs`), never updated in place, so they lock nothing shared.
+//! Statements are prepared once per connection and reused. BEGIN is sent in one flight with
+//! the first statement and COMMIT with the counter deltas (tokio-postgres pipelines requests
+//! sent before their answers are awaited), so a batch costs three round trips, not five.
 
 use std::collections::{HashMap, HashSet};
 
+use deadpool_postgres::ClientWrapper;
+use futures_util::SinkExt;
 use futures_util::pin_mut;
-use tokio_postgres::Transaction;
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::types::Type;
 use uuid::Uuid;
 
 use audrey_model::{MessageId, Millis, ReadingId, SensorId, ValidReading};
 
+use super::counters::APPEND_DELTAS;
 use super::errors::from_pg;
 use super::partitions::day_of;
 use super::{PostgresStore, poisoned};
@@ -64,7 +75,11 @@ impl PostgresStore {
                 batch.readings.len()
             )));
         }
-        let replay = batch.assigned_ids.is_some();
+        // Assigned ids are usually new (the outage spool mints them before its first attempt),
+        // so the batch is copied straight in; only when the unique key refuses one of them (a
+        // real replay of readings already stored) does it go through the staging table.
+        let assigned = batch.assigned_ids.is_some();
+        let mut replay = false;
         let ids: Vec<ReadingId> = (0..batch.readings.len())
             .map(|index| batch.id_for(index))
             .collect();
@@ -90,55 +105,143 @@ impl PostgresStore {
         let quarantine = &batch.quarantine;
         self.block_on(async {
             self.ensure_days(days.iter().copied()).await?;
-            let mut client = self.client().await?;
-            for attempt in 0.. {
-                let transaction = client.transaction().await.map_err(from_pg)?;
-                match write(
-                    &transaction,
-                    &candidates,
-                    &slots,
-                    quarantine,
-                    replay,
-                    received_at,
-                    self,
-                )
-                .await
-                {
-                    Ok(outcomes) => {
-                        transaction.commit().await.map_err(from_pg)?;
-                        return Ok(outcomes);
-                    }
+            let mut open = OpenConnection(Some(self.client().await?));
+            let mut partitions_reloaded = false;
+            loop {
+                let client = open.client();
+                // BEGIN goes out in the same flight as the first statement (requests are
+                // sent in the order they are first polled), COMMIT with the counter deltas:
+                // two round trips fewer per batch than awaiting each one.
+                let (began, written) = futures_util::join!(
+                    client.batch_execute("BEGIN"),
+                    write(
+                        client,
+                        &candidates,
+                        &slots,
+                        quarantine,
+                        replay,
+                        received_at,
+                        self,
+                    )
+                );
+                let result: Result<(), tokio_postgres::Error> = match (began, written) {
+                    (Ok(()), Ok((outcomes, deltas))) => match commit_with(client, &deltas).await {
+                        Ok(()) => return Ok(outcomes),
+                        Err(error) => Err(error),
+                    },
+                    (Err(error), _) | (_, Err(error)) => Err(error),
+                };
+                let Err(error) = result else {
+                    unreachable!("success returned above")
+                };
+                open.roll_back().await;
+                match error.code() {
+                    // Some assigned ids are stored already: replay through staging.
+                    Some(&SqlState::UNIQUE_VIOLATION) if assigned && !replay => replay = true,
                     // A partition vanished under the cache (dropped by another process):
                     // learn the truth and try once more.
-                    Err(error)
-                        if attempt == 0 && error.code() == Some(&SqlState::CHECK_VIOLATION) =>
-                    {
-                        drop(transaction);
+                    Some(&SqlState::CHECK_VIOLATION) if !partitions_reloaded => {
+                        partitions_reloaded = true;
                         self.partitions.write().map_err(poisoned)?.clear();
                         self.ensure_days(days.iter().copied()).await?;
                     }
-                    Err(error) => return Err(from_pg(error)),
+                    _ => return Err(from_pg(error)),
+                }
+                if open.0.is_none() {
+                    open = OpenConnection(Some(self.client().await?));
                 }
             }
-            unreachable!("the loop returns")
         })
     }
 }
 
+/// A pooled connection used for a hand-made transaction (BEGIN and COMMIT pipelined with the
+/// statements around them). A connection must never go back to the pool inside a
+/// transaction: if ROLLBACK fails, or the append is abandoned half-way (a panic), the
+/// connection is detached from the pool and closed instead.
+struct OpenConnection(Option<deadpool_postgres::Object>);
+
+impl OpenConnection {
+    fn client(&self) -> &ClientWrapper {
+        self.0
+            .as_ref()
+            .expect("a connection is held until roll_back discards it")
+    }
+
+    /// Ends a failed transaction; discards the connection when that fails too.
+    async fn roll_back(&mut self) {
+        let failed = match &self.0 {
+            Some(client) => client.batch_execute("ROLLBACK").await.is_err(),
+            None => false,
+        };
+        if failed && let Some(client) = self.0.take() {
+            drop(deadpool_postgres::Object::take(client));
+        }
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        // Still inside a transaction only when unwinding: do not hand it to the next caller.
+        if std::thread::panicking()
+            && let Some(client) = self.0.take()
+        {
+            drop(deadpool_postgres::Object::take(client));
+        }
+    }
+}
+
+/// The per-sensor counter deltas of one batch, appended just before COMMIT.
+#[derive(Default)]
+struct Deltas {
+    sensors: Vec<String>,
+    accepted: Vec<i64>,
+    duplicate: Vec<i64>,
+    rejected: Vec<i64>,
+}
+
+/// Appends the counter deltas and commits, both in one flight. If the insert fails, the
+/// COMMIT that follows it ends the aborted transaction as a rollback, and the insert's error
+/// is what the caller sees.
+async fn commit_with(client: &ClientWrapper, deltas: &Deltas) -> Result<(), tokio_postgres::Error> {
+    if deltas.sensors.is_empty() {
+        return client.batch_execute("COMMIT").await;
+    }
+    // Prepared (cached) before the flight, so nothing is sent between the two requests.
+    let append_deltas = client.prepare_cached(APPEND_DELTAS).await?;
+    let parameters: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [
+        &deltas.sensors,
+        &deltas.accepted,
+        &deltas.duplicate,
+        &deltas.rejected,
+    ];
+    let (appended, committed) = futures_util::join!(
+        client.execute(&append_deltas, &parameters),
+        client.batch_execute("COMMIT")
+    );
+    appended?;
+    committed
+}
+
 async fn write(
-    transaction: &Transaction<'_>,
+    transaction: &ClientWrapper,
     candidates: &[(ReadingId, ValidReading)],
     slots: &[Slot],
     quarantine: &[QuarantineEntry],
     replay: bool,
     received_at: Millis,
     store: &PostgresStore,
-) -> Result<Vec<AppendOutcome>, tokio_postgres::Error> {
+) -> Result<(Vec<AppendOutcome>, Deltas), tokio_postgres::Error> {
     // 1. Dedup keys stored before this batch.
     let mut stored_before: HashMap<usize, ReadingId> = HashMap::new();
-    let keyed: Vec<usize> = (0..candidates.len())
+    let mut keyed: Vec<usize> = (0..candidates.len())
         .filter(|&index| candidates[index].1.message_id.is_some())
         .collect();
+    // Key order: concurrent batches lock shared keys in the same order (no deadlock).
+    keyed.sort_unstable_by(|&a, &b| {
+        let (a, b) = (&candidates[a].1, &candidates[b].1);
+        (a.sensor_id.as_str(), message_of(a)).cmp(&(b.sensor_id.as_str(), message_of(b)))
+    });
     if !keyed.is_empty() {
         let sensors: Vec<&str> = keyed
             .iter()
@@ -153,13 +256,15 @@ async fn write(
             .iter()
             .map(|&index| candidates[index].1.read_at.0)
             .collect();
-        let fresh: HashSet<Uuid> = transaction
-            .query(
+        let insert_keys = transaction
+            .prepare_cached(
                 "INSERT INTO reading_keys (sensor_id, message_id, id, read_at)
                  SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[], $4::int8[])
                  ON CONFLICT DO NOTHING RETURNING id",
-                &[&sensors, &messages, &ids, &read_ats],
             )
+            .await?;
+        let fresh: HashSet<Uuid> = transaction
+            .query(&insert_keys, &[&sensors, &messages, &ids, &read_ats])
             .await?
             .iter()
             .map(|row| row.get(0))
@@ -194,7 +299,8 @@ async fn write(
                     reading.sensor_id.as_str().to_string(),
                     message_of(reading).to_string(),
                 );
-                // The key's row is locked by our insert attempt, so it cannot be missing.
+                // Our insert waited for the transaction that stored the key, so it is visible
+                // now; only a retention trim racing this batch could hide it.
                 let earlier = existing.get(&key).copied().unwrap_or(candidates[index].0.0);
                 stored_before.insert(index, ReadingId(earlier));
             }
@@ -300,12 +406,17 @@ async fn write(
             .iter()
             .map(|entry| truncate(&entry.payload, MAX_PAYLOAD_BYTES))
             .collect();
-        transaction
-            .execute(
+        let insert_quarantine = transaction
+            .prepare_cached(
                 "INSERT INTO quarantine (received_at, sensor_id, reason, path, message, payload)
                  SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[],
                                       $5::text[], $6::text[])
                  ORDER BY 1",
+            )
+            .await?;
+        transaction
+            .execute(
+                &insert_quarantine,
                 &[&received, &sensors, &reasons, &paths, &messages, &payloads],
             )
             .await?;
@@ -318,71 +429,77 @@ async fn write(
         }
     }
 
-    // 5. Counters.
-    if !counters.is_empty() {
-        let sensors: Vec<&str> = counters.keys().copied().collect();
-        let accepted: Vec<i64> = sensors
-            .iter()
-            .map(|sensor| counters[sensor].accepted)
-            .collect();
-        let duplicate: Vec<i64> = sensors
-            .iter()
-            .map(|sensor| counters[sensor].duplicate)
-            .collect();
-        let rejected: Vec<i64> = sensors
-            .iter()
-            .map(|sensor| counters[sensor].rejected)
-            .collect();
-        transaction
-            .execute(
-                "INSERT INTO sensor_counters (sensor_id, accepted, duplicate, rejected)
-                 SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::int8[])
-                 ORDER BY 1
-                 ON CONFLICT (sensor_id) DO UPDATE SET
-                    accepted = sensor_counters.accepted + EXCLUDED.accepted,
-                    duplicate = sensor_counters.duplicate + EXCLUDED.duplicate,
-                    rejected = sensor_counters.rejected + EXCLUDED.rejected",
-                &[&sensors, &accepted, &duplicate, &rejected],
-            )
-            .await?;
+    // 5. Counters, as deltas (appended with the COMMIT): nothing another committer holds is
+    // locked.
+    let mut deltas = Deltas::default();
+    for (sensor, delta) in counters {
+        deltas.sensors.push(sensor.to_string());
+        deltas.accepted.push(delta.accepted);
+        deltas.duplicate.push(delta.duplicate);
+        deltas.rejected.push(delta.rejected);
     }
-    Ok(outcomes)
+    Ok((outcomes, deltas))
 }
 
 /// Binary COPY of the chosen candidates into `table`.
+///
+/// The whole COPY stream is encoded here and handed to the connection as one message:
+/// tokio-postgres's row writer sends a 4 KiB chunk at a time through a one-slot channel, so
+/// every chunk was a hand-off between this thread and the connection task (dozens of context
+/// switches per batch). The format is PostgreSQL's binary COPY (`COPY_TYPES` order).
 async fn copy_rows(
-    transaction: &Transaction<'_>,
+    transaction: &ClientWrapper,
     table: &str,
     candidates: &[(ReadingId, ValidReading)],
     chosen: &[usize],
     received_at: Millis,
 ) -> Result<(), tokio_postgres::Error> {
-    let sink = transaction
-        .copy_in(&format!(
+    let statement = transaction
+        .prepare_cached(&format!(
             "COPY {table} ({READING_COLUMNS}) FROM STDIN (FORMAT binary)"
         ))
         .await?;
-    let writer = BinaryCopyInWriter::new(sink, &COPY_TYPES);
-    pin_mut!(writer);
+    let sink = transaction.copy_in::<_, bytes::Bytes>(&statement).await?;
+    pin_mut!(sink);
+    let mut data: Vec<u8> = Vec::with_capacity(19 + chosen.len() * 160 + 2);
+    data.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+    data.extend_from_slice(&0i32.to_be_bytes()); // flags
+    data.extend_from_slice(&0i32.to_be_bytes()); // header extension length
     let mut values_json = String::with_capacity(128);
     for &index in chosen {
         let (id, reading) = &candidates[index];
         values_json.clear();
         reading.values.write_json(&mut values_json);
-        let message = reading.message_id.as_ref().map(|message| message.as_str());
-        let row: [&(dyn ToSql + Sync); 7] = [
-            &id.0,
-            &reading.sensor_id.as_str(),
-            &reading.location_id.as_str(),
-            &reading.read_at.0,
-            &received_at.0,
-            &message,
-            &values_json,
-        ];
-        writer.as_mut().write(&row).await?;
+        data.extend_from_slice(&(COPY_TYPES.len() as i16).to_be_bytes());
+        put_field(&mut data, Some(id.0.as_bytes()));
+        put_field(&mut data, Some(reading.sensor_id.as_str().as_bytes()));
+        put_field(&mut data, Some(reading.location_id.as_str().as_bytes()));
+        put_field(&mut data, Some(&reading.read_at.0.to_be_bytes()));
+        put_field(&mut data, Some(&received_at.0.to_be_bytes()));
+        put_field(
+            &mut data,
+            reading
+                .message_id
+                .as_ref()
+                .map(|message| message.as_str().as_bytes()),
+        );
+        put_field(&mut data, Some(values_json.as_bytes()));
     }
-    writer.finish().await?;
+    data.extend_from_slice(&(-1i16).to_be_bytes()); // trailer
+    sink.as_mut().send(bytes::Bytes::from(data)).await?;
+    sink.finish().await?;
     Ok(())
+}
+
+/// One field of a binary COPY row: its length (-1 for NULL), then its bytes.
+fn put_field(data: &mut Vec<u8>, value: Option<&[u8]>) {
+    match value {
+        Some(bytes) => {
+            data.extend_from_slice(&(bytes.len() as i32).to_be_bytes());
+            data.extend_from_slice(bytes);
+        }
+        None => data.extend_from_slice(&(-1i32).to_be_bytes()),
+    }
 }
 
 fn message_of(reading: &ValidReading) -> &str {

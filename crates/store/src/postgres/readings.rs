@@ -11,10 +11,7 @@ use audrey_model::{LocationId, MessageId, Millis, Reading, ReadingId, ReadingVal
 use super::PostgresStore;
 use super::errors::from_pg;
 use super::geo::location_ids_in;
-use crate::{
-    Cursor, Order, Page, QuarantineEntry, QuarantineFilter, ReadingQuery, SensorCounters,
-    StoreError,
-};
+use crate::{Cursor, Order, Page, QuarantineEntry, QuarantineFilter, ReadingQuery, StoreError};
 
 const READING_COLUMNS: &str = "id, sensor_id, location_id, read_at, received_at, message_id, vals";
 
@@ -232,26 +229,5 @@ impl PostgresStore {
             items[limit - 1].id.to_string()
         });
         Ok(Page { items, next_cursor })
-    }
-
-    pub(super) fn sensor_counters(&self, sensor: &SensorId) -> Result<SensorCounters, StoreError> {
-        let row = self.block_on(async {
-            let client = self.client().await?;
-            client
-                .query_opt(
-                    "SELECT accepted, duplicate, rejected FROM sensor_counters WHERE sensor_id = $1",
-                    &[&sensor.as_str()],
-                )
-                .await
-                .map_err(from_pg)
-        })?;
-        Ok(match row {
-            Some(row) => SensorCounters {
-                accepted: row.get::<_, i64>(0) as u64,
-                duplicate: row.get::<_, i64>(1) as u64,
-                rejected: row.get::<_, i64>(2) as u64,
-            },
-            None => SensorCounters::default(),
-        })
     }
 }

@@ -117,6 +117,19 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX staged_changes_status ON staged_changes(status, created_at, id);
     "#,
+    // 3: per-sensor counter deltas. Each ingest transaction appends one row per sensor it
+    // touched instead of updating the shared `sensor_counters` row, so concurrent committers
+    // never wait on each other's row locks; maintenance folds the deltas into
+    // `sensor_counters`, and a read sums both (see `counters.rs`).
+    r#"
+    CREATE TABLE sensor_counter_deltas (
+        sensor_id TEXT NOT NULL,
+        accepted BIGINT NOT NULL,
+        duplicate BIGINT NOT NULL,
+        rejected BIGINT NOT NULL
+    );
+    CREATE INDEX sensor_counter_deltas_sensor ON sensor_counter_deltas (sensor_id);
+    "#,
 ];
 
 /// An arbitrary constant naming Audrey's migration lock among advisory locks.

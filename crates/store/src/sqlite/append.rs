@@ -146,8 +146,9 @@ impl SqliteStore {
             }
         }
         transaction.commit()?;
-        drop(landing);
-        // Committed and fsynced; now make the rows visible to queries and dedup.
+        // Committed and fsynced; now make the rows visible to queries and dedup. The landing
+        // connection stays locked until they are: a concurrent append must not check its
+        // dedup keys before this batch's keys are visible, nor land rows ahead of these.
         {
             let mut keys = self.keys.write().map_err(poisoned)?;
             for (_, reading) in &staged {
@@ -160,6 +161,8 @@ impl SqliteStore {
         for (id, reading) in staged {
             memtable.insert(seq, reading.into_reading(id, received_at));
         }
+        drop(memtable);
+        drop(landing);
         Ok(outcomes)
     }
 

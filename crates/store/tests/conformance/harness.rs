@@ -21,7 +21,7 @@ pub struct Harness {
 
 impl Harness {
     /// Runs what the maintenance thread would eventually do (SQLite: flush every landed row
-    /// into the indexed layout; PostgreSQL: partition upkeep).
+    /// into the indexed layout; PostgreSQL: partition upkeep and folding counter deltas).
     pub fn settle(&self) {
         (self.settle)();
     }
@@ -87,7 +87,11 @@ pub fn postgres() -> Option<Harness> {
     let maintaining = store.clone();
     Some(Harness {
         store,
-        settle: Box::new(move || maintaining.maintain().unwrap()),
+        settle: Box::new(move || {
+            maintaining.maintain().unwrap();
+            // Maintenance folds counters at its own pace; settle means "now".
+            maintaining.fold_counters().unwrap();
+        }),
         _cleanup: cleanup,
     })
 }

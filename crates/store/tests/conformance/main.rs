@@ -42,6 +42,7 @@ conformance!(
     a_reading_answered_without_waiting_is_the_one_reading_answers,
     a_message_id_repeated_in_one_batch_is_stored_once,
     a_message_id_repeated_in_a_later_batch_is_a_duplicate,
+    concurrent_batches_with_the_same_keys_store_each_key_once,
     dedup_holds_after_maintenance_moved_the_original,
     readings_without_message_ids_are_never_deduplicated,
     queries_filter_by_sensor_location_and_time,

@@ -279,3 +279,69 @@ pub fn replaying_a_batch_with_its_assigned_ids_stores_nothing_twice(harness: &Ha
     assert_eq!(stored_ids, expected);
     assert_eq!(store.counters(&sensor("a1")).unwrap().accepted, 2);
 }
+
+/// Two batches carrying the same dedup keys (in opposite orders) appended at the same time,
+/// for several rounds: each key is stored once, the other batch answers it as a duplicate
+/// of exactly that reading, neither append fails (no deadlock), and the counters add up
+/// both before and after maintenance folds them.
+pub fn concurrent_batches_with_the_same_keys_store_each_key_once(harness: &Harness) {
+    let store = &*harness.store;
+    fleet(store);
+    let rounds = 5;
+    let keys_per_round = 150;
+    for round in 0..rounds {
+        let batch = |reversed: bool| {
+            let mut readings: Vec<_> = (0..keys_per_round)
+                .flat_map(|key| {
+                    let message = format!("r{round}-k{key}");
+                    let at = BASE + (round * keys_per_round + key) as i64;
+                    [
+                        reading("a1", at, Some(&message)),
+                        reading("b1", at, Some(&message)),
+                    ]
+                })
+                .collect();
+            if reversed {
+                readings.reverse();
+            }
+            readings
+        };
+        let start = std::sync::Barrier::new(2);
+        let (forward, backward) = std::thread::scope(|scope| {
+            let run = |readings| {
+                let start = &start;
+                scope.spawn(move || {
+                    start.wait();
+                    append(store, readings)
+                })
+            };
+            let forward = run(batch(false));
+            let backward = run(batch(true));
+            (forward.join().unwrap(), backward.join().unwrap())
+        });
+        // Line the second batch's outcomes up with the first's keys.
+        let backward: Vec<AppendOutcome> = backward.into_iter().rev().collect();
+        for (one, other) in forward.iter().zip(&backward) {
+            match (one, other) {
+                (AppendOutcome::Accepted(id), AppendOutcome::Duplicate(of))
+                | (AppendOutcome::Duplicate(of), AppendOutcome::Accepted(id)) => {
+                    assert_eq!(id, of, "the duplicate names the stored reading")
+                }
+                _ => panic!("round {round}: one of {one:?} / {other:?} must be the duplicate"),
+            }
+        }
+    }
+    let stored = all_pages(store, &everything(Order::Oldest), 1000);
+    assert_eq!(stored.len(), rounds * keys_per_round * 2);
+    let expected = (rounds * keys_per_round) as u64;
+    for _ in 0..2 {
+        for id in ["a1", "b1"] {
+            let counters = store.counters(&sensor(id)).unwrap();
+            assert_eq!(
+                (counters.accepted, counters.duplicate),
+                (expected, expected)
+            );
+        }
+        harness.settle();
+    }
+}
