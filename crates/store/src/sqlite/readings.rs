@@ -91,31 +91,33 @@ impl SqliteStore {
             .prepare_cached("SELECT sensor_id, location_id, body FROM chunks WHERE chunk = ?1")?;
         let mut decoded: HashMap<i64, HashMap<ReadingId, Reading>> = HashMap::new();
         for (id, chunk) in wanted {
-            if !decoded.contains_key(&chunk) {
-                let readings = chunk_body
-                    .query_row([chunk], |row| {
-                        Ok((
-                            row.get::<_, String>(0)?,
-                            row.get::<_, String>(1)?,
-                            row.get::<_, Vec<u8>>(2)?,
-                        ))
-                    })
-                    .optional()?
-                    .map(|(sensor, location, body)| {
-                        let (sensor, location) = parse_chunk_owner(&sensor, &location)?;
-                        decode_chunk(&body, &sensor, &location)
-                    })
-                    .transpose()?
-                    .unwrap_or_default();
-                decoded.insert(
-                    chunk,
-                    readings
-                        .into_iter()
-                        .map(|reading| (reading.id, reading))
-                        .collect(),
-                );
-            }
-            if let Some(reading) = decoded.get_mut(&chunk).and_then(|chunk| chunk.remove(&id)) {
+            let readings = match decoded.entry(chunk) {
+                std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+                std::collections::hash_map::Entry::Vacant(entry) => {
+                    let readings = chunk_body
+                        .query_row([chunk], |row| {
+                            Ok((
+                                row.get::<_, String>(0)?,
+                                row.get::<_, String>(1)?,
+                                row.get::<_, Vec<u8>>(2)?,
+                            ))
+                        })
+                        .optional()?
+                        .map(|(sensor, location, body)| {
+                            let (sensor, location) = parse_chunk_owner(&sensor, &location)?;
+                            decode_chunk(&body, &sensor, &location)
+                        })
+                        .transpose()?
+                        .unwrap_or_default();
+                    entry.insert(
+                        readings
+                            .into_iter()
+                            .map(|reading| (reading.id, reading))
+                            .collect(),
+                    )
+                }
+            };
+            if let Some(reading) = readings.remove(&id) {
                 items.push(reading);
             }
         }
