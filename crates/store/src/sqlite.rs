@@ -37,6 +37,7 @@ mod scan;
 mod schema;
 mod staged;
 mod stats;
+mod summary;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -142,6 +143,7 @@ impl SqliteStore {
         schema::migrate(&mut landing, schema::LANDING)?;
         legacy::convert_readings(&mut writer)?;
         legacy::convert_landing(&mut landing, &writer)?;
+        summary::backfill(&mut writer)?;
         // Checkpoints of landing.db run on the maintenance thread, not on the ack path.
         landing.pragma_update(None, "wal_autocheckpoint", 0)?;
         let readers = (0..options.reader_connections.max(1))
@@ -178,6 +180,7 @@ impl SqliteStore {
         let landing = schema::migrate(&mut landing_connection, schema::LANDING)?;
         legacy::convert_readings(&mut main_connection)?;
         legacy::convert_landing(&mut landing_connection, &main_connection)?;
+        summary::backfill(&mut main_connection)?;
         Ok(main + landing)
     }
 

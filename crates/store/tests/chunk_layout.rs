@@ -339,6 +339,172 @@ fn check_statistics(store: &SqliteStore, model: &[Reading]) {
     assert_eq!(bucketed as usize, expected);
 }
 
+/// The time ranges the summary checks use: unbounded, on hour edges, and cutting chunks at
+/// both ends (the hour of `from` and of `to - 1` hold chunks that straddle the range).
+fn summary_ranges() -> Vec<(Option<Millis>, Option<Millis>)> {
+    let at = |hours: i64, extra: i64| Some(Millis(1_000 * HOUR + hours * HOUR + extra));
+    vec![
+        (None, None),
+        (at(1, 0), at(5, 0)),
+        (at(1, 1), at(4, 1_234_000)),
+        (at(2, 1_800_000), None),
+        (None, at(3, 999)),
+        (at(2, 7), at(2, 2_000_000)),
+    ]
+}
+
+/// Sample mean and standard deviation, computed directly (two passes) by the test.
+fn mean_and_stddev(values: &[f64]) -> (f64, Option<f64>) {
+    let mean = values.iter().sum::<f64>() / values.len() as f64;
+    let stddev = (values.len() > 1).then(|| {
+        let squares: f64 = values.iter().map(|value| (value - mean).powi(2)).sum();
+        (squares / (values.len() as f64 - 1.0)).sqrt()
+    });
+    (mean, stddev)
+}
+
+fn close(left: f64, right: f64) -> bool {
+    (left - right).abs() <= 1e-9 * right.abs().max(1.0)
+}
+
+/// Statistics and hour/day buckets without percentiles (answered from chunk summaries where
+/// a chunk lies inside the range) against values computed here from the model, and against
+/// the same questions with a percentile (every chunk decoded): count, min, max, sum, mean and
+/// stddev must be the same to the last bit.
+fn check_summaries(store: &SqliteStore, model: &[Reading]) {
+    let in_range = |reading: &Reading, from: Option<Millis>, to: Option<Millis>| {
+        from.is_none_or(|from| reading.read_at >= from) && to.is_none_or(|to| reading.read_at < to)
+    };
+    for metric in ["t", "u"] {
+        for (from, to) in summary_ranges() {
+            for group_by in [GroupBy::Sensor, GroupBy::Country] {
+                let query = StatsQuery {
+                    metric: MetricName::parse(metric).unwrap(),
+                    group_by,
+                    from,
+                    to,
+                    percentiles: vec![],
+                };
+                let summarised = store.reading_stats(&query).unwrap();
+                let decoded = store
+                    .reading_stats(&StatsQuery {
+                        percentiles: vec![50.0],
+                        ..query.clone()
+                    })
+                    .unwrap();
+                let context = format!("{metric} {group_by:?} {from:?}..{to:?}");
+                assert_eq!(summarised.len(), decoded.len(), "{context}");
+                for (plain, exact) in summarised.iter().zip(&decoded) {
+                    assert_eq!(plain.key, exact.key, "{context}");
+                    let (left, right) = (&plain.summary, &exact.summary);
+                    assert_eq!(
+                        (left.count, left.min, left.max, left.mean, left.stddev),
+                        (right.count, right.min, right.max, right.mean, right.stddev),
+                        "summaries and decoding agree: {context} {:?}",
+                        plain.key
+                    );
+                }
+                let mut expected = std::collections::BTreeMap::<String, Vec<f64>>::new();
+                for reading in model.iter().filter(|reading| in_range(reading, from, to)) {
+                    let Some(value) = reading.values.get(metric) else {
+                        continue;
+                    };
+                    let key = match group_by {
+                        GroupBy::Sensor => reading.sensor_id.to_string(),
+                        _ if reading.location_id == location(0) => "DE".to_string(),
+                        _ => "FR".to_string(),
+                    };
+                    expected.entry(key).or_default().push(value);
+                }
+                assert_eq!(summarised.len(), expected.len(), "groups of {context}");
+                for (group, (key, values)) in summarised.iter().zip(expected) {
+                    assert_eq!(group.key.as_deref(), Some(key.as_str()), "{context}");
+                    let summary = &group.summary;
+                    assert_eq!(summary.count, values.len() as u64, "{context} {key}");
+                    assert_eq!(summary.min, values.iter().copied().fold(f64::MAX, f64::min));
+                    assert_eq!(summary.max, values.iter().copied().fold(f64::MIN, f64::max));
+                    let (mean, stddev) = mean_and_stddev(&values);
+                    assert!(close(summary.mean, mean), "mean of {context} {key}");
+                    match (summary.stddev, stddev) {
+                        (Some(got), Some(want)) => {
+                            assert!(close(got, want), "stddev of {context} {key}: {got} {want}")
+                        }
+                        (got, want) => assert_eq!(got, want, "{context} {key}"),
+                    }
+                }
+            }
+            for (bucket_ms, sensor_filter) in [(HOUR, None), (24 * HOUR, None), (HOUR, Some(2))] {
+                let plain = vec![
+                    Aggregation::Count,
+                    Aggregation::Sum,
+                    Aggregation::Avg,
+                    Aggregation::Min,
+                    Aggregation::Max,
+                    Aggregation::Stddev,
+                ];
+                let query = AggregateQuery {
+                    sensor: sensor_filter.map(sensor),
+                    location: None,
+                    metric: MetricName::parse(metric).unwrap(),
+                    bucket_ms,
+                    aggregations: plain.clone(),
+                    from,
+                    to,
+                };
+                let summarised = store.aggregate_readings(&query).unwrap();
+                let mut with_percentile = plain.clone();
+                with_percentile.push(Aggregation::Percentile(50.0));
+                let decoded = store
+                    .aggregate_readings(&AggregateQuery {
+                        aggregations: with_percentile,
+                        ..query.clone()
+                    })
+                    .unwrap();
+                let context = format!("{metric} {bucket_ms} {sensor_filter:?} {from:?}..{to:?}");
+                assert_eq!(summarised.len(), decoded.len(), "{context}");
+                for (left, right) in summarised.iter().zip(&decoded) {
+                    assert_eq!(left.start, right.start, "{context}");
+                    assert_eq!(left.values[..], right.values[..6], "{context}");
+                }
+                let mut expected = std::collections::BTreeMap::<i64, Vec<f64>>::new();
+                for reading in model.iter().filter(|reading| {
+                    in_range(reading, from, to)
+                        && sensor_filter.is_none_or(|index| reading.sensor_id == sensor(index))
+                }) {
+                    if let Some(value) = reading.values.get(metric) {
+                        expected
+                            .entry(reading.read_at.0.div_euclid(bucket_ms) * bucket_ms)
+                            .or_default()
+                            .push(value);
+                    }
+                }
+                assert_eq!(summarised.len(), expected.len(), "buckets of {context}");
+                for (bucket, (start, values)) in summarised.iter().zip(expected) {
+                    assert_eq!(bucket.start, Millis(start), "{context}");
+                    let got: Vec<f64> = bucket
+                        .values
+                        .iter()
+                        .map(|value| value.unwrap_or(-1.0))
+                        .collect();
+                    let (mean, stddev) = mean_and_stddev(&values);
+                    assert_eq!(got[0], values.len() as f64, "count in {context} at {start}");
+                    assert!(
+                        close(got[1], values.iter().sum()),
+                        "sum in {context} at {start}"
+                    );
+                    assert!(close(got[2], mean), "avg in {context} at {start}");
+                    assert_eq!(got[3], values.iter().copied().fold(f64::MAX, f64::min));
+                    assert_eq!(got[4], values.iter().copied().fold(f64::MIN, f64::max));
+                    assert!(
+                        close(got[5], stddev.unwrap_or(-1.0)),
+                        "stddev in {context} at {start}"
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn queries_over_overlapping_chunks_and_landed_rows_match_a_plain_model() {
     let dir = tempfile::tempdir().unwrap();
@@ -350,9 +516,11 @@ fn queries_over_overlapping_chunks_and_landed_rows_match_a_plain_model() {
     assert!(store.landed_rows() > 0, "some rows are still landed");
     check_queries(&store, &model);
     check_statistics(&store, &model);
+    check_summaries(&store, &model);
     store.flush_all().unwrap();
     check_queries(&store, &model);
     check_statistics(&store, &model);
+    check_summaries(&store, &model);
     drop(store);
     let reopened = small_flushes(dir.path());
     check_queries(&reopened, &model);
@@ -385,6 +553,8 @@ fn retention_cuts_through_chunks_and_frees_their_dedup_keys() {
     assert_eq!(removed as usize, gone.len());
     model.retain(|reading| reading.read_at >= cutoff);
     check_queries(&store, &model);
+    // The chunks retention rewrote were summarised again with the readings they kept.
+    check_summaries(&store, &model);
     let resent = gone
         .iter()
         .find(|reading| reading.message_id.is_some())
@@ -605,4 +775,39 @@ fn a_paged_scan_that_a_flush_interrupts_still_returns_every_reading_once_in_orde
             },
         );
     }
+}
+
+#[test]
+fn chunks_stored_before_summaries_existed_are_summarised_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = small_flushes(dir.path());
+    register(&store);
+    let mut random = Lcg(13);
+    let mut model = Vec::new();
+    fill(&store, &mut random, 30, &mut model);
+    store.flush_all().unwrap();
+    drop(store);
+    // Back to schema version 6 (four migrations of audrey.db): chunks without summaries.
+    let connection = rusqlite::Connection::open(dir.path().join("audrey.db")).unwrap();
+    connection
+        .execute_batch(
+            "DROP TABLE chunk_summaries; DROP TABLE summary_backfill; PRAGMA user_version = 4;",
+        )
+        .unwrap();
+    drop(connection);
+    let reopened = small_flushes(dir.path());
+    check_summaries(&reopened, &model);
+    let connection = rusqlite::Connection::open(dir.path().join("audrey.db")).unwrap();
+    let (chunks, summarised, pending): (i64, i64, i64) = connection
+        .query_row(
+            "SELECT (SELECT COUNT(*) FROM chunks),
+                    (SELECT COUNT(DISTINCT chunk) FROM chunk_summaries),
+                    (SELECT COUNT(*) FROM summary_backfill)",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )
+        .unwrap();
+    assert!(chunks > 0);
+    assert_eq!(summarised, chunks, "every chunk has its summaries");
+    assert_eq!(pending, 0, "the backfill is finished and forgotten");
 }

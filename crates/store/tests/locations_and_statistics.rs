@@ -236,6 +236,49 @@ fn statistics_follow_the_documented_definitions(store: &dyn Store) {
     let south = &groups[1].summary;
     assert_eq!((south.count, south.mean), (2, 150.0));
 
+    // Without percentiles (SQLite answers whole chunks from their summaries): the same.
+    let plain = store
+        .reading_stats(&StatsQuery {
+            percentiles: vec![],
+            ..query.clone()
+        })
+        .unwrap();
+    assert_eq!(plain.len(), 2);
+    for (plain, exact) in plain.iter().zip(&groups) {
+        assert_eq!(plain.key, exact.key);
+        let (left, right) = (&plain.summary, &exact.summary);
+        assert_eq!(
+            (left.count, left.min, left.max, left.mean, left.stddev),
+            (right.count, right.min, right.max, right.mean, right.stddev)
+        );
+        assert!(left.percentiles.is_empty());
+    }
+    // A range that cuts the north readings (4..=10 are inside) and keeps south's second.
+    let base = 1_700_000_000_000i64;
+    let cut = store
+        .reading_stats(&StatsQuery {
+            from: Some(Millis(base + 3 * 60_000 + 1)),
+            percentiles: vec![],
+            ..query.clone()
+        })
+        .unwrap();
+    let counted: Vec<(Option<&str>, u64, f64, f64, f64)> = cut
+        .iter()
+        .map(|group| {
+            let summary = &group.summary;
+            let key = group.key.as_deref();
+            (key, summary.count, summary.min, summary.max, summary.mean)
+        })
+        .collect();
+    assert_eq!(
+        counted,
+        [
+            (Some("DE"), 7, 4.0, 10.0, 7.0),
+            (Some("FR"), 1, 200.0, 200.0, 200.0)
+        ]
+    );
+    assert!((cut[0].summary.stddev.unwrap() - (28.0f64 / 6.0).sqrt()).abs() < 1e-12);
+
     let missing = store
         .reading_stats(&StatsQuery {
             metric: MetricName::parse("humidity").unwrap(),
@@ -275,6 +318,29 @@ fn buckets_are_epoch_aligned_and_ordered(store: &dyn Store) {
         assert_eq!(bucket.values[0], Some(values.len() as f64));
         assert_eq!(bucket.values[1], Some(values[0]));
     }
+    // Whole hours without percentiles (SQLite: from chunk summaries): 1..=10 share one hour.
+    let hourly = store
+        .aggregate_readings(&AggregateQuery {
+            bucket_ms: 3_600_000,
+            aggregations: vec![
+                Aggregation::Count,
+                Aggregation::Sum,
+                Aggregation::Avg,
+                Aggregation::Min,
+                Aggregation::Max,
+            ],
+            ..query
+        })
+        .unwrap();
+    assert_eq!(hourly.len(), 1);
+    assert_eq!(hourly[0].start, Millis(base - base.rem_euclid(3_600_000)));
+    let values: Vec<f64> = hourly[0]
+        .values
+        .iter()
+        .map(|value| value.unwrap())
+        .collect();
+    assert_eq!((values[0], values[3], values[4]), (10.0, 1.0, 10.0));
+    assert!((values[1] - 55.0).abs() < 1e-9 && (values[2] - 5.5).abs() < 1e-9);
 }
 
 /// A reading that arrives late (read long before the ones already stored, received after

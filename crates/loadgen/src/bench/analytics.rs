@@ -92,6 +92,10 @@ pub fn analytics_queries(sensors: usize) -> Vec<(String, String)> {
             "/api/v1/stats?metric=temperature&group_by=sensor&percentiles=50,99".into(),
         ),
         (
+            "stats by sensor, no percentiles".into(),
+            "/api/v1/stats?metric=temperature&group_by=sensor".into(),
+        ),
+        (
             "stats by country (join), no percentiles".into(),
             "/api/v1/stats?metric=temperature&group_by=country".into(),
         ),
@@ -104,6 +108,10 @@ pub fn analytics_queries(sensors: usize) -> Vec<(String, String)> {
         (
             "aggregate all sensors, 1h buckets, avg,count,p99".into(),
             "/api/v1/readings/aggregate?metric=temperature&bucket=1h&agg=avg,count,p99".into(),
+        ),
+        (
+            "aggregate all sensors, 1h buckets, avg,count,min,max".into(),
+            "/api/v1/readings/aggregate?metric=temperature&bucket=1h&agg=avg,count,min,max".into(),
         ),
     ]
 }

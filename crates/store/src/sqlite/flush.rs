@@ -10,6 +10,7 @@ use rusqlite::{Transaction, TransactionBehavior, params};
 use audrey_model::{LocationId, Millis, Reading, SensorId};
 
 use super::encoding::{chunk_keys, decode_chunk, encode_chunk};
+use super::summary::{ChunkOwner, forget_summaries, write_summaries};
 use super::{SqliteStore, poisoned};
 use crate::StoreError;
 
@@ -109,6 +110,16 @@ pub(crate) fn write_chunks<R: std::ops::Deref<Target = Reading>>(
             flushed_through,
             encode_chunk(&group),
         ])?;
+        write_summaries(
+            transaction,
+            &ChunkOwner {
+                chunk,
+                sensor_id: sensor.as_str(),
+                location_id: location.as_str(),
+                flushed_through,
+            },
+            &group,
+        )?;
         stored += group.len();
     }
     Ok(stored)
@@ -198,11 +209,11 @@ impl SqliteStore {
         let max_rows = max_rows.max(1);
         // Read the oldest chunks first, then change them: the scan's own index moves as
         // straddling chunks are rewritten.
-        let mut oldest: Vec<(i64, String, String, i64, Vec<u8>)> = Vec::new();
+        let mut oldest: Vec<(i64, String, String, i64, Vec<u8>, i64)> = Vec::new();
         {
             let mut select = transaction.prepare_cached(
-                "SELECT chunk, sensor_id, location_id, max_read_at, count, body FROM chunks
-                 WHERE min_read_at < ?1 ORDER BY min_read_at",
+                "SELECT chunk, sensor_id, location_id, max_read_at, count, body, flushed_through
+                 FROM chunks WHERE min_read_at < ?1 ORDER BY min_read_at",
             )?;
             let mut rows = select.query([older_than.0])?;
             let mut rows_seen = 0usize;
@@ -215,6 +226,7 @@ impl SqliteStore {
                     row.get(2)?,
                     row.get(3)?,
                     row.get(5)?,
+                    row.get(6)?,
                 ));
             }
         }
@@ -225,7 +237,7 @@ impl SqliteStore {
             let mut delete_key = transaction.prepare_cached(
                 "DELETE FROM reading_keys WHERE sensor_id = ?1 AND message_id = ?2 AND id = ?3",
             )?;
-            for (chunk, sensor, location, max_read_at, body) in oldest {
+            for (chunk, sensor, location, max_read_at, body, flushed_through) in oldest {
                 for (read_at, id, message) in chunk_keys(&body)? {
                     if read_at >= older_than.0 {
                         continue;
@@ -236,6 +248,7 @@ impl SqliteStore {
                     }
                     removed += 1;
                 }
+                forget_summaries(&transaction, chunk)?;
                 if max_read_at < older_than.0 {
                     transaction.execute("DELETE FROM chunks WHERE chunk = ?1", [chunk])?;
                     continue;
@@ -257,6 +270,16 @@ impl SqliteStore {
                         kept.len() as i64,
                         encode_chunk(&kept)
                     ],
+                )?;
+                write_summaries(
+                    &transaction,
+                    &ChunkOwner {
+                        chunk,
+                        sensor_id: &sensor,
+                        location_id: &location,
+                        flushed_through,
+                    },
+                    &kept,
                 )?;
             }
         }

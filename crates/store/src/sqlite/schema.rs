@@ -126,6 +126,38 @@ pub(crate) const MAIN: &[&str] = &[
     );
     INSERT INTO flush_state (singleton, landed_through) VALUES (1, 0);
     "#,
+    // 5: per-chunk, per-metric summaries (summary.rs), which statistics and hour/day buckets
+    // without percentiles read instead of decoding values. Keyed by metric and time so a
+    // range scan never touches `chunks`. Chunks stored before this migration are summarised
+    // at open, by chunk number up to `last_chunk` (summary.rs, `backfill`).
+    r#"
+    CREATE TABLE chunk_summaries (
+        metric TEXT NOT NULL,
+        min_read_at INTEGER NOT NULL,
+        chunk INTEGER NOT NULL,
+        max_read_at INTEGER NOT NULL,
+        sensor_id TEXT NOT NULL,
+        location_id TEXT NOT NULL,
+        flushed_through INTEGER NOT NULL,
+        count INTEGER NOT NULL,
+        min REAL NOT NULL,
+        max REAL NOT NULL,
+        sum REAL NOT NULL,
+        mean REAL NOT NULL,
+        -- Sum of squared deviations from the mean.
+        m2 REAL NOT NULL,
+        PRIMARY KEY (metric, min_read_at, chunk)
+    ) WITHOUT ROWID;
+    CREATE INDEX chunk_summaries_sensor ON chunk_summaries(metric, sensor_id, min_read_at);
+    CREATE INDEX chunk_summaries_chunk ON chunk_summaries(chunk);
+    CREATE TABLE summary_backfill (
+        singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
+        done_through INTEGER NOT NULL,
+        last_chunk INTEGER NOT NULL
+    );
+    INSERT INTO summary_backfill (singleton, done_through, last_chunk)
+        SELECT 1, 0, MAX(chunk) FROM chunks HAVING COUNT(*) > 0;
+    "#,
 ];
 
 /// Migrations of `landing.db`: everything the acknowledgement path writes in one transaction.

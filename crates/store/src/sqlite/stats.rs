@@ -1,10 +1,17 @@
 //! Statistics and time buckets in the SQLite store.
 //!
-//! SQL picks the chunks that overlap the time range (and sensor or location); Rust decodes
-//! only the `read_at` column and the one metric's column of each ([`metric_column`]) and
-//! folds the values into [`Collector`]s, so the definitions in [`audrey_model::Summary`] hold
-//! exactly. The group key of a chunk is its sensor or location (or that location's city or
-//! country), the same for all its readings.
+//! Without percentiles, a chunk that lies wholly inside the time range is answered by its
+//! summary row ([`super::summary`]); only the chunks that straddle the range's edges (at
+//! most those of the hours of `from` and `to - 1`, by the hour rule) are decoded. Buckets
+//! use summaries when their width is a whole number of hours (a chunk's readings then share
+//! one bucket). Percentiles and narrower buckets decode every chunk in range.
+//!
+//! Decoding reads only the `read_at` column and the one metric's column of a chunk
+//! ([`metric_column`]) and folds the values into a [`Collector`], so the definitions in
+//! [`audrey_model::Summary`] hold exactly. The group key of a chunk is its sensor or location
+//! (or that location's city or country), the same for all its readings. Each chunk is folded
+//! on its own and the chunks are merged in chunk-number order whichever path they took, so
+//! both paths give the same answer to the last bit.
 //!
 //! Readings still in the memtable are folded in too: the memtable is read first and the
 //! chunks second (as for lists). A reading in both (a flush committed in between) is counted
@@ -16,102 +23,13 @@ use std::sync::Arc;
 
 use rusqlite::types::Value;
 
-use audrey_model::{
-    LocationId, Millis, Reading, ReadingId, SensorId, Summary, percentile_of_sorted,
-};
+use audrey_model::{LocationId, Millis, Reading, ReadingId, SensorId};
 
 use super::encoding::metric_column;
-use super::flush::span_start;
+use super::flush::{CHUNK_SPAN_MS, span_start};
+use super::summary::Collector;
 use super::{SqliteStore, poisoned};
 use crate::{AggregateQuery, Aggregation, Bucket, GroupBy, StatsGroup, StatsQuery, StoreError};
-
-/// Folds values one at a time; keeps them only when a percentile needs them.
-struct Collector {
-    count: u64,
-    sum: f64,
-    min: f64,
-    max: f64,
-    mean: f64,
-    squares: f64,
-    values: Option<Vec<f64>>,
-}
-
-impl Collector {
-    fn new(keep_values: bool) -> Collector {
-        Collector {
-            count: 0,
-            sum: 0.0,
-            min: f64::INFINITY,
-            max: f64::NEG_INFINITY,
-            mean: 0.0,
-            squares: 0.0,
-            values: keep_values.then(Vec::new),
-        }
-    }
-
-    fn push(&mut self, value: f64) {
-        self.count += 1;
-        self.sum += value;
-        self.min = self.min.min(value);
-        self.max = self.max.max(value);
-        // Welford: numerically stable with large offsets.
-        let delta = value - self.mean;
-        self.mean += delta / self.count as f64;
-        self.squares += delta * (value - self.mean);
-        if let Some(values) = &mut self.values {
-            values.push(value);
-        }
-    }
-
-    fn stddev(&self) -> Option<f64> {
-        (self.count > 1).then(|| (self.squares / (self.count as f64 - 1.0)).sqrt())
-    }
-
-    fn sorted_values(&mut self) -> &[f64] {
-        match &mut self.values {
-            Some(values) => {
-                values.sort_unstable_by(f64::total_cmp);
-                values
-            }
-            None => &[],
-        }
-    }
-
-    fn summary(mut self, percentiles: &[f64]) -> Summary {
-        let stddev = self.stddev();
-        let sorted = self.sorted_values();
-        let percentiles = percentiles
-            .iter()
-            .map(|p| (*p, percentile_of_sorted(sorted, *p)))
-            .collect();
-        Summary {
-            count: self.count,
-            min: self.min,
-            max: self.max,
-            mean: self.mean,
-            stddev,
-            percentiles,
-        }
-    }
-
-    fn answer(&mut self, aggregations: &[Aggregation]) -> Vec<Option<f64>> {
-        let stddev = self.stddev();
-        let (count, sum, mean, min, max) = (self.count, self.sum, self.mean, self.min, self.max);
-        let sorted = self.sorted_values();
-        aggregations
-            .iter()
-            .map(|aggregation| match aggregation {
-                Aggregation::Count => Some(count as f64),
-                Aggregation::Sum => Some(sum),
-                Aggregation::Avg => Some(mean),
-                Aggregation::Min => Some(min),
-                Aggregation::Max => Some(max),
-                Aggregation::Stddev => stddev,
-                Aggregation::Percentile(p) => Some(percentile_of_sorted(sorted, *p)),
-            })
-            .collect()
-    }
-}
 
 /// The chunks overlapping the filters, as SQL and parameters.
 fn chunks_sql(
@@ -183,6 +101,166 @@ fn fold_chunk(
     Ok(())
 }
 
+/// The summaries of the metric for chunks wholly inside `[from, to)`, as SQL and
+/// parameters. Columns: chunk, sensor_id, location_id, flushed_through, min_read_at, then
+/// the summary (see [`Collector::from_row`]).
+fn summaries_sql(
+    metric: &str,
+    sensor: Option<&SensorId>,
+    location: Option<&LocationId>,
+    from: Option<Millis>,
+    to: Option<Millis>,
+) -> (String, Vec<Value>) {
+    let mut sql = String::from(
+        "SELECT chunk, sensor_id, location_id, flushed_through, min_read_at,
+            count, min, max, sum, mean, m2
+         FROM chunk_summaries WHERE metric = ?",
+    );
+    let mut values = vec![Value::Text(metric.to_string())];
+    if let Some(sensor) = sensor {
+        sql.push_str(" AND sensor_id = ?");
+        values.push(Value::Text(sensor.to_string()));
+    }
+    if let Some(location) = location {
+        sql.push_str(" AND location_id = ?");
+        values.push(Value::Text(location.to_string()));
+    }
+    if let Some(from) = from {
+        sql.push_str(" AND min_read_at >= ?");
+        values.push(Value::Integer(from.0));
+    }
+    if let Some(to) = to {
+        // The first bound lets the scan stop; the second is the one that matters.
+        sql.push_str(" AND min_read_at < ? AND max_read_at < ?");
+        values.push(Value::Integer(to.0));
+        values.push(Value::Integer(to.0));
+    }
+    (sql, values)
+}
+
+/// The chunks that overlap `[from, to)` without lying wholly inside it, as SQL and
+/// parameters; `None` when the range is unbounded (every chunk is inside). By the hour rule
+/// such a chunk lies in the hour of `from` or in that of `to - 1`: two short index ranges.
+fn edge_chunks_sql(
+    columns: &str,
+    sensor: Option<&SensorId>,
+    location: Option<&LocationId>,
+    from: Option<Millis>,
+    to: Option<Millis>,
+) -> Option<(String, Vec<Value>)> {
+    let mut edges = Vec::new();
+    let mut bounds = Vec::new();
+    if let Some(from) = from {
+        edges.push("(min_read_at >= ? AND min_read_at < ? AND max_read_at >= ?)");
+        bounds.extend([span_start(from.0), from.0, from.0]);
+    }
+    if let Some(to) = to {
+        edges.push("(min_read_at >= ? AND min_read_at < ? AND max_read_at >= ?)");
+        bounds.extend([span_start(to.0.saturating_sub(1)), to.0, to.0]);
+    }
+    if edges.is_empty() {
+        return None;
+    }
+    let (mut sql, mut values) = chunks_sql(columns, sensor, location, None, None);
+    sql.push_str(&format!(" AND ({})", edges.join(" OR ")));
+    values.extend(bounds.into_iter().map(Value::Integer));
+    Some((sql, values))
+}
+
+/// One chunk's contribution, folded on its own: `(chunk, group or bucket, values)`.
+type Folded<K> = Vec<(i64, K, Collector)>;
+
+/// What folding a chunk needs besides the chunk.
+struct Fold<'a, F> {
+    metric: &'a str,
+    landed: &'a Landed,
+    bounds: (i64, i64),
+    keep_values: bool,
+    /// The group of a chunk's values: `(sensor, location, read_at of one of them)`.
+    key_of: F,
+}
+
+impl<K, F: Fn(&str, &str, i64) -> K> Fold<'_, F> {
+    /// Folds one chunk body's values in range into its own collector.
+    fn body(
+        &self,
+        chunk: i64,
+        (sensor, location): (&str, &str),
+        chunk_flushed_through: i64,
+        body: &[u8],
+        folded: &mut Folded<K>,
+    ) -> Result<(), StoreError> {
+        let mut collector = Collector::new(self.keep_values);
+        let mut some_read_at = None;
+        fold_chunk(
+            body,
+            self.metric,
+            chunk_flushed_through,
+            self.landed,
+            self.bounds,
+            |read_at, value| {
+                some_read_at.get_or_insert(read_at);
+                collector.push(value);
+            },
+        )?;
+        if let Some(read_at) = some_read_at {
+            folded.push((chunk, (self.key_of)(sensor, location, read_at), collector));
+        }
+        Ok(())
+    }
+
+    /// Decodes the chunks `sql` selects (columns: chunk, sensor_id, location_id,
+    /// flushed_through, body).
+    fn decoded(
+        &self,
+        reader: &rusqlite::Connection,
+        (sql, values): (String, Vec<Value>),
+        folded: &mut Folded<K>,
+    ) -> Result<(), StoreError> {
+        let mut statement = reader.prepare_cached(&sql)?;
+        let mut rows = statement.query(rusqlite::params_from_iter(values))?;
+        while let Some(row) = rows.next()? {
+            let owner = (
+                row.get_ref(1)?.as_str().map_err(rusqlite::Error::from)?,
+                row.get_ref(2)?.as_str().map_err(rusqlite::Error::from)?,
+            );
+            let body = row.get_ref(4)?.as_blob().map_err(rusqlite::Error::from)?;
+            self.body(row.get(0)?, owner, row.get(3)?, body, folded)?;
+        }
+        Ok(())
+    }
+
+    /// Reads the summaries `sql` selects ([`summaries_sql`]). A chunk written by a flush
+    /// that committed after the memtable snapshot may repeat landed readings: it is decoded
+    /// instead, checking ids.
+    fn summarised(
+        &self,
+        reader: &rusqlite::Connection,
+        (sql, values): (String, Vec<Value>),
+        folded: &mut Folded<K>,
+    ) -> Result<(), StoreError> {
+        let mut statement = reader.prepare_cached(&sql)?;
+        let mut body_of = reader.prepare_cached("SELECT body FROM chunks WHERE chunk = ?1")?;
+        let mut rows = statement.query(rusqlite::params_from_iter(values))?;
+        while let Some(row) = rows.next()? {
+            let chunk: i64 = row.get(0)?;
+            let owner = (
+                row.get_ref(1)?.as_str().map_err(rusqlite::Error::from)?,
+                row.get_ref(2)?.as_str().map_err(rusqlite::Error::from)?,
+            );
+            let chunk_flushed_through: i64 = row.get(3)?;
+            if chunk_flushed_through > self.landed.flushed_through && !self.landed.ids.is_empty() {
+                let body: Vec<u8> = body_of.query_row([chunk], |row| row.get(0))?;
+                self.body(chunk, owner, chunk_flushed_through, &body, folded)?;
+                continue;
+            }
+            let key = (self.key_of)(owner.0, owner.1, row.get(4)?);
+            folded.push((chunk, key, Collector::from_row(row, 5)?));
+        }
+        Ok(())
+    }
+}
+
 impl SqliteStore {
     fn memtable_snapshot(
         &self,
@@ -216,7 +294,7 @@ impl SqliteStore {
             GroupBy::City => place_of("city")?,
             GroupBy::Country => place_of("country")?,
         };
-        let key_of = |sensor: &str, location: &str| match query.group_by {
+        let key_of = |sensor: &str, location: &str, _read_at: i64| match query.group_by {
             GroupBy::Sensor => Some(sensor.to_string()),
             GroupBy::Location => Some(location.to_string()),
             GroupBy::City | GroupBy::Country => places.get(location).cloned().flatten(),
@@ -229,47 +307,36 @@ impl SqliteStore {
                 .entry(key_of(
                     reading.sensor_id.as_str(),
                     reading.location_id.as_str(),
+                    reading.read_at.0,
                 ))
                 .or_insert_with(|| Collector::new(keep_values))
                 .push(value);
         }
-        let (sql, values) = chunks_sql(
-            "sensor_id, location_id, flushed_through, body",
-            None,
-            None,
-            query.from,
-            query.to,
-        );
-        let bounds = (
-            query.from.map_or(i64::MIN, |from| from.0),
-            query.to.map_or(i64::MAX, |to| to.0),
-        );
-        let mut statement = reader.prepare_cached(&sql)?;
-        let mut rows = statement.query(rusqlite::params_from_iter(values))?;
-        let mut chunk_values: Vec<f64> = Vec::new();
-        while let Some(row) = rows.next()? {
-            let sensor = row.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
-            let location = row.get_ref(1)?.as_str().map_err(rusqlite::Error::from)?;
-            let body = row.get_ref(3)?.as_blob().map_err(rusqlite::Error::from)?;
-            chunk_values.clear();
-            fold_chunk(
-                body,
-                query.metric.as_str(),
-                row.get(2)?,
-                &landed,
-                bounds,
-                |_, value| chunk_values.push(value),
-            )?;
-            if chunk_values.is_empty() {
-                continue;
+        let fold = Fold {
+            metric: query.metric.as_str(),
+            landed: &landed,
+            bounds: bounds(query.from, query.to),
+            keep_values,
+            key_of,
+        };
+        let columns = "chunk, sensor_id, location_id, flushed_through, body";
+        let mut folded = Vec::new();
+        if keep_values {
+            let chunks = chunks_sql(columns, None, None, query.from, query.to);
+            fold.decoded(&reader, chunks, &mut folded)?;
+        } else {
+            let summaries = summaries_sql(fold.metric, None, None, query.from, query.to);
+            fold.summarised(&reader, summaries, &mut folded)?;
+            if let Some(edges) = edge_chunks_sql(columns, None, None, query.from, query.to) {
+                fold.decoded(&reader, edges, &mut folded)?;
             }
-            // One group look-up per chunk: its readings share sensor and location.
-            let collector = groups
-                .entry(key_of(sensor, location))
-                .or_insert_with(|| Collector::new(keep_values));
-            for value in &chunk_values {
-                collector.push(*value);
-            }
+        }
+        folded.sort_unstable_by_key(|(chunk, _, _)| *chunk);
+        for (_, key, collector) in folded {
+            groups
+                .entry(key)
+                .or_insert_with(|| Collector::new(keep_values))
+                .merge(collector);
         }
         let mut answer: Vec<StatsGroup> = groups
             .into_iter()
@@ -295,41 +362,69 @@ impl SqliteStore {
         )?;
         let keep_values = Aggregation::needs_sorted_values(&query.aggregations);
         let mut buckets: BTreeMap<i64, Collector> = BTreeMap::new();
-        let mut add = |read_at: i64, value: f64| {
-            buckets
-                .entry(read_at.div_euclid(width) * width)
-                .or_insert_with(|| Collector::new(keep_values))
-                .push(value);
-        };
+        let bucket_of = |read_at: i64| read_at.div_euclid(width) * width;
         for reading in &landed.rows {
             if let Some(value) = reading.values.get(query.metric.as_str()) {
-                add(reading.read_at.0, value);
+                buckets
+                    .entry(bucket_of(reading.read_at.0))
+                    .or_insert_with(|| Collector::new(keep_values))
+                    .push(value);
             }
         }
-        let (sql, values) = chunks_sql(
-            "flushed_through, body",
-            query.sensor.as_ref(),
-            query.location.as_ref(),
-            query.from,
-            query.to,
-        );
-        let bounds = (
-            query.from.map_or(i64::MIN, |from| from.0),
-            query.to.map_or(i64::MAX, |to| to.0),
-        );
+        let (sensor, location) = (query.sensor.as_ref(), query.location.as_ref());
+        let columns = "chunk, sensor_id, location_id, flushed_through, body";
         let reader = self.reader()?;
-        let mut statement = reader.prepare_cached(&sql)?;
-        let mut rows = statement.query(rusqlite::params_from_iter(values))?;
-        while let Some(row) = rows.next()? {
-            let body = row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?;
-            fold_chunk(
-                body,
-                query.metric.as_str(),
-                row.get(0)?,
-                &landed,
-                bounds,
-                &mut add,
-            )?;
+        let fold = Fold {
+            metric: query.metric.as_str(),
+            landed: &landed,
+            bounds: bounds(query.from, query.to),
+            keep_values,
+            key_of: |_: &str, _: &str, read_at: i64| bucket_of(read_at),
+        };
+        let mut folded = Vec::new();
+        if width % CHUNK_SPAN_MS == 0 {
+            // Buckets of whole hours: all of a chunk's readings fall into one bucket, so a
+            // chunk is folded on its own, from its summary where no percentile is asked for.
+            if keep_values {
+                let chunks = chunks_sql(columns, sensor, location, query.from, query.to);
+                fold.decoded(&reader, chunks, &mut folded)?;
+            } else {
+                let summaries = summaries_sql(fold.metric, sensor, location, query.from, query.to);
+                fold.summarised(&reader, summaries, &mut folded)?;
+                if let Some(edges) =
+                    edge_chunks_sql(columns, sensor, location, query.from, query.to)
+                {
+                    fold.decoded(&reader, edges, &mut folded)?;
+                }
+            }
+        } else {
+            // Narrower buckets split chunks: fold value by value.
+            let (sql, values) = chunks_sql(columns, sensor, location, query.from, query.to);
+            let mut statement = reader.prepare_cached(&sql)?;
+            let mut rows = statement.query(rusqlite::params_from_iter(values))?;
+            while let Some(row) = rows.next()? {
+                let body = row.get_ref(4)?.as_blob().map_err(rusqlite::Error::from)?;
+                fold_chunk(
+                    body,
+                    fold.metric,
+                    row.get(3)?,
+                    &landed,
+                    fold.bounds,
+                    |read_at, value| {
+                        buckets
+                            .entry(bucket_of(read_at))
+                            .or_insert_with(|| Collector::new(keep_values))
+                            .push(value);
+                    },
+                )?;
+            }
+        }
+        folded.sort_unstable_by_key(|(chunk, _, _)| *chunk);
+        for (_, start, collector) in folded {
+            buckets
+                .entry(start)
+                .or_insert_with(|| Collector::new(keep_values))
+                .merge(collector);
         }
         Ok(buckets
             .into_iter()
@@ -339,4 +434,12 @@ impl SqliteStore {
             })
             .collect())
     }
+}
+
+/// A query's time range as `read_at` bounds, `[from, to)`.
+fn bounds(from: Option<Millis>, to: Option<Millis>) -> (i64, i64) {
+    (
+        from.map_or(i64::MIN, |from| from.0),
+        to.map_or(i64::MAX, |to| to.0),
+    )
 }
