@@ -17,7 +17,7 @@ use audrey_store::{
 use super::{NEAR_FIELDS, blocking, convert, principal};
 use crate::auth::Scope;
 use crate::http::params::{Problems, circle_from};
-use crate::http::stats::{MAX_BUCKETS, check_range, required};
+use crate::http::stats::{check_bucket_count, check_range, required};
 use crate::{ApiError, AppState};
 
 /// The most aggregations one request asks for (as over HTTP).
@@ -191,15 +191,7 @@ fn aggregate_query(request: v1::AggregateRequest) -> Result<AggregateQuery, ApiE
     };
     let (from, to) = (request.from_ms.map(Millis), request.to_ms.map(Millis));
     check_range(from, to, &mut problems);
-    if let (Some(from), Some(to), Some(width)) = (from, to, bucket_ms)
-        && (to.0 - from.0) / width > MAX_BUCKETS
-    {
-        problems.check::<()>(Err(FieldError::new(
-            "bucket",
-            Reason::OutOfRange,
-            format!("from..to spans more than {MAX_BUCKETS} buckets; widen the bucket"),
-        )));
-    }
+    check_bucket_count(from, to, bucket_ms, &mut problems);
     problems.finish("the request is invalid")?;
     let (Some(metric), Some(bucket_ms)) = (metric, bucket_ms) else {
         return Err(ApiError::invalid("the request is invalid", Vec::new()));

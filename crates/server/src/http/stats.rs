@@ -52,6 +52,24 @@ pub(crate) fn check_range(from: Option<Millis>, to: Option<Millis>, problems: &m
     }
 }
 
+/// An aggregate answers at most [`MAX_BUCKETS`] buckets: a wider span needs a wider bucket.
+pub(crate) fn check_bucket_count(
+    from: Option<Millis>,
+    to: Option<Millis>,
+    bucket_ms: Option<i64>,
+    problems: &mut Problems,
+) {
+    if let (Some(from), Some(to), Some(width)) = (from, to, bucket_ms)
+        && (to.0 - from.0) / width > MAX_BUCKETS
+    {
+        problems.check::<()>(Err(FieldError::new(
+            "bucket",
+            Reason::OutOfRange,
+            format!("from..to spans more than {MAX_BUCKETS} buckets; widen the bucket"),
+        )));
+    }
+}
+
 #[derive(Serialize)]
 struct StatsBody {
     metric: String,
@@ -212,15 +230,7 @@ pub(crate) async fn aggregate(
     let from = problems.check(params.instant("from")).flatten();
     let to = problems.check(params.instant("to")).flatten();
     check_range(from, to, &mut problems);
-    if let (Some(from), Some(to), Some(width)) = (from, to, bucket_ms)
-        && (to.0 - from.0) / width > MAX_BUCKETS
-    {
-        problems.check::<()>(Err(FieldError::new(
-            "bucket",
-            Reason::OutOfRange,
-            format!("from..to spans more than {MAX_BUCKETS} buckets; widen the bucket"),
-        )));
-    }
+    check_bucket_count(from, to, bucket_ms, &mut problems);
     problems.finish("the query is invalid")?;
     let (Some(metric), Some(bucket_ms)) = (metric, bucket_ms) else {
         return Err(ApiError::invalid("the query is invalid", Vec::new()));
