@@ -55,11 +55,15 @@ fn list_query(request: &v1::ListReadingsRequest) -> Result<ReadingQuery, Status>
         [request.near_lat, request.near_lon, request.radius_km],
     )
     .map_err(|errors| Status::from(ApiError::invalid("the request is invalid", errors)))?;
+    let (from, to) = (request.from_ms.map(Millis), request.to_ms.map(Millis));
+    let mut problems = Problems::default();
+    check_range(from, to, &mut problems);
+    problems.finish("the request is invalid")?;
     Ok(ReadingQuery {
         sensor,
         location,
-        from: request.from_ms.map(Millis),
-        to: request.to_ms.map(Millis),
+        from,
+        to,
         order,
         limit: PAGE_ROWS,
         after,

@@ -19,6 +19,7 @@ use audrey_store::{Cursor, Order, QuarantineFilter, ReadingQuery, Store};
 use super::openapi::parameters::{IngestQuery, QuarantineQuery, ReadingListQuery};
 use super::openapi::schemas;
 use super::params::{Problems, QueryParams, read_body, sensor_in_path};
+use super::stats::check_range;
 use crate::auth::{Principal, Scope};
 use crate::{ApiError, AppState};
 
@@ -377,15 +378,7 @@ pub(crate) async fn list(
     let after = problems
         .check(params.typed("cursor", Cursor::decode))
         .flatten();
-    if let (Some(from), Some(to)) = (from, to)
-        && from >= to
-    {
-        problems.check::<()>(Err(FieldError::new(
-            "to",
-            Reason::OutOfRange,
-            "must be later than from",
-        )));
-    }
+    check_range(from, to, &mut problems);
     problems.finish("the query is invalid")?;
     let query = ReadingQuery {
         sensor,

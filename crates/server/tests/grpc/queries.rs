@@ -2,7 +2,7 @@ use audrey_proto::v1;
 use tokio_stream::StreamExt;
 use tonic::Code;
 
-use crate::app::{GrpcApp, batch, now_millis, reading};
+use crate::app::{GrpcApp, batch, now_millis, reading, violations};
 
 async fn seeded(app: &GrpcApp, count: u64) {
     app.register("dev-1", "site-a").await;
@@ -154,6 +154,20 @@ async fn get_reading_and_latest_answer_or_say_not_found() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
+    // An empty or backwards time range is refused naming `to`, as over HTTP.
+    for (from, to) in [(2_000, 2_000), (3_000, 1_000)] {
+        let status = query
+            .list_readings(v1::ListReadingsRequest {
+                sensor_id: "dev-1".into(),
+                from_ms: Some(from),
+                to_ms: Some(to),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(violations(&status)[0].0, "to");
+    }
     app.stop().await;
 }
 
