@@ -8,11 +8,16 @@
 //! test prints `SKIPPED: <reason>` and passes; with `CI` set it fails instead.
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
+#[path = "support/python_venv.rs"]
+mod python_venv;
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use python_venv::{Requirements, python_with};
 
 const REQUIREMENTS: &str = include_str!("api_fuzz/requirements.txt");
 const REQUIREMENTS_PATH: &str = concat!(
@@ -182,63 +187,6 @@ fn output_status(output: &str) -> Option<bool> {
     Some(first == "exit: exit status: 0")
 }
 
-fn python_with_schemathesis() -> Result<PathBuf, String> {
-    let version = run(Command::new("python3").arg("--version"))
-        .map_err(|problem| format!("python3 is not usable: {problem}"))?;
-    let version = version.trim().replace(' ', "-").to_lowercase();
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("api-fuzz-venv")
-        .join(format!("{version}-{:016x}", fnv1a(REQUIREMENTS.as_bytes())));
-    let python = venv.join("bin").join("python");
-    let ready = venv.join("requirements-installed.txt");
-    // The marker is written last, so a run killed half-way through installs again.
-    if ready.exists() && run(Command::new(&python).args(["-c", "import schemathesis"])).is_ok() {
-        return Ok(python);
-    }
-    if venv.exists() {
-        std::fs::remove_dir_all(&venv).unwrap();
-    }
-    std::fs::create_dir_all(&venv).unwrap();
-    run(Command::new("python3").args(["-m", "venv"]).arg(&venv))
-        .map_err(|problem| format!("python3 -m venv failed: {problem}"))?;
-    run(Command::new(&python)
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--disable-pip-version-check",
-            "--no-input",
-        ])
-        .args(["--retries", "1", "--timeout", "30"])
-        .args(["--requirement", REQUIREMENTS_PATH]))
-    .map_err(|problem| format!("pip could not install {REQUIREMENTS_PATH}: {problem}"))?;
-    std::fs::write(&ready, REQUIREMENTS).unwrap();
-    Ok(python)
-}
-
-fn run(command: &mut Command) -> Result<String, String> {
-    let output = command
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|error| format!("{:?} could not start: {error}", command.get_program()))?;
-    if output.status.success() {
-        return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
-    }
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let last_line = stderr.lines().rfind(|line| !line.trim().is_empty());
-    Err(format!(
-        "{} ({})",
-        last_line.unwrap_or("no message"),
-        output.status
-    ))
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
 /// `audrey serve` over HTTP only, on port 0; killed when dropped, even by a panic.
 struct AudreyServer {
     child: Child,
@@ -292,4 +240,16 @@ impl Drop for AudreyServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The virtualenv's interpreter with the pinned schemathesis importable; `Err` says why no
+/// such environment can be had here.
+fn python_with_schemathesis() -> Result<PathBuf, String> {
+    python_with(&Requirements {
+        cache: "api-fuzz-venv",
+        text: REQUIREMENTS,
+        path: REQUIREMENTS_PATH,
+        import_check: "import schemathesis",
+        pip_args: &[],
+    })
 }

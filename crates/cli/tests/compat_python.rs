@@ -9,11 +9,16 @@
 //! passes by skipping.
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
+#[path = "support/python_venv.rs"]
+mod python_venv;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use python_venv::{Requirements, python_with};
 
 const REQUIREMENTS: &str = include_str!("compat/requirements.txt");
 const REQUIREMENTS_PATH: &str =
@@ -67,68 +72,6 @@ fn a_client_generated_by_python_grpcio_tools_speaks_to_the_compatibility_sensor_
     );
 }
 
-/// The virtualenv's interpreter, with the pinned grpcio and grpcio-tools importable; `Err`
-/// says why no such environment can be had here.
-fn python_with_grpc() -> Result<PathBuf, String> {
-    let version = run(Command::new("python3").arg("--version"))
-        .map_err(|problem| format!("python3 is not usable: {problem}"))?;
-    // "Python 3.11.7" -> "python-3.11.7"
-    let version = version.trim().replace(' ', "-").to_lowercase();
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("compat-venv")
-        .join(format!("{version}-{:016x}", fnv1a(REQUIREMENTS.as_bytes())));
-    let python = if cfg!(windows) {
-        venv.join("Scripts").join("python.exe")
-    } else {
-        venv.join("bin").join("python")
-    };
-    let ready = venv.join("requirements-installed.txt");
-    // The marker is written last, so a run killed half-way through installs again; the import
-    // check catches a venv whose base interpreter has since gone.
-    if ready.exists() && run(Command::new(&python).args(["-c", "import grpc, grpc_tools"])).is_ok()
-    {
-        return Ok(python);
-    }
-    if venv.exists() {
-        std::fs::remove_dir_all(&venv).unwrap();
-    }
-    std::fs::create_dir_all(&venv).unwrap();
-    run(Command::new("python3").args(["-m", "venv"]).arg(&venv))
-        .map_err(|problem| format!("python3 -m venv failed: {problem}"))?;
-    run(Command::new(&python)
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--disable-pip-version-check",
-            "--no-input",
-        ])
-        // Wheels only: building grpcio from C++ source would take tens of minutes here.
-        .args(["--only-binary=:all:", "--retries", "1", "--timeout", "30"])
-        .args(["--requirement", REQUIREMENTS_PATH]))
-    .map_err(|problem| format!("pip could not install {REQUIREMENTS_PATH}: {problem}"))?;
-    std::fs::write(&ready, REQUIREMENTS).unwrap();
-    Ok(python)
-}
-
-/// Runs a command to its end; its stdout when it succeeded, else one line saying what failed.
-fn run(command: &mut Command) -> Result<String, String> {
-    let output = command
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|error| format!("{:?} could not start: {error}", command.get_program()))?;
-    if output.status.success() {
-        return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
-    }
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let last_line = stderr.lines().rfind(|line| !line.trim().is_empty());
-    Err(format!(
-        "{} ({})",
-        last_line.unwrap_or("no message"),
-        output.status
-    ))
-}
-
 fn describe(output: &Output) -> String {
     let mut text = output.status.to_string();
     for (name, bytes) in [("stdout", &output.stdout), ("stderr", &output.stderr)] {
@@ -138,13 +81,6 @@ fn describe(output: &Output) -> String {
         }
     }
     text
-}
-
-/// FNV-1a: a cache key that stays the same across Rust releases, unlike `DefaultHasher`.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 /// `audrey serve` with all three listeners on port 0; killed when dropped, even by a panic.
@@ -233,4 +169,17 @@ impl Drop for AudreyServer {
 fn word_after(line: &str, marker: &str) -> Option<String> {
     let rest = line.split(marker).nth(1)?;
     rest.split_whitespace().next().map(str::to_string)
+}
+
+/// The virtualenv's interpreter, with the pinned grpcio and grpcio-tools importable; `Err`
+/// says why no such environment can be had here.
+fn python_with_grpc() -> Result<PathBuf, String> {
+    python_with(&Requirements {
+        cache: "compat-venv",
+        text: REQUIREMENTS,
+        path: REQUIREMENTS_PATH,
+        import_check: "import grpc, grpc_tools",
+        // Wheels only: building grpcio from C++ source would take tens of minutes here.
+        pip_args: &["--only-binary=:all:"],
+    })
 }
