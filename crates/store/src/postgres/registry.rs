@@ -19,6 +19,23 @@ const SENSOR_COLUMNS: &str = "id, name, kind, location_id, metrics, expected_int
                               created_at, updated_at, deleted_at";
 const TOKEN_COLUMNS: &str = "id, hash, name, scopes, sensor_id, created_at, revoked_at";
 
+/// Locks the row of `table` with this id, if there is one (`SELECT ... FOR UPDATE`), so a
+/// concurrent writer cannot slip between a check and the write; answers whether it exists.
+async fn lock_row(
+    transaction: &tokio_postgres::Transaction<'_>,
+    table: &'static str,
+    id: &str,
+) -> Result<bool, StoreError> {
+    Ok(transaction
+        .query_opt(
+            &format!("SELECT 1 FROM {table} WHERE id = $1 FOR UPDATE"),
+            &[&id],
+        )
+        .await
+        .map_err(from_pg)?
+        .is_some())
+}
+
 fn corrupt(what: &str) -> StoreError {
     StoreError::Internal(format!("stored registry row has a bad {what}"))
 }
@@ -185,14 +202,7 @@ impl PostgresStore {
             let mut client = self.client().await?;
             let transaction = client.transaction().await.map_err(from_pg)?;
             // Lock the row (if any) so a concurrent create cannot slip between check and write.
-            let exists = transaction
-                .query_opt(
-                    "SELECT 1 FROM locations WHERE id = $1 FOR UPDATE",
-                    &[&location.id.as_str()],
-                )
-                .await
-                .map_err(from_pg)?
-                .is_some();
+            let exists = lock_row(&transaction, "locations", location.id.as_str()).await?;
             if exists && must_be_new {
                 return Err(StoreError::Conflict(format!(
                     "location {} already exists",
@@ -242,13 +252,7 @@ impl PostgresStore {
             let mut client = self.client().await?;
             let transaction = client.transaction().await.map_err(from_pg)?;
             // Lock the location first so no sensor is attached to it while we count.
-            transaction
-                .execute(
-                    "SELECT 1 FROM locations WHERE id = $1 FOR UPDATE",
-                    &[&id.as_str()],
-                )
-                .await
-                .map_err(from_pg)?;
+            lock_row(&transaction, "locations", id.as_str()).await?;
             let active_sensors: i64 = transaction
                 .query_one(
                     "SELECT COUNT(*) FROM sensors WHERE location_id = $1 AND deleted_at IS NULL",
@@ -359,14 +363,7 @@ impl PostgresStore {
                     format!("no location has id {:?}", sensor.location_id.as_str()),
                 )]));
             }
-            let exists = transaction
-                .query_opt(
-                    "SELECT 1 FROM sensors WHERE id = $1 FOR UPDATE",
-                    &[&sensor.id.as_str()],
-                )
-                .await
-                .map_err(from_pg)?
-                .is_some();
+            let exists = lock_row(&transaction, "sensors", sensor.id.as_str()).await?;
             if exists && must_be_new {
                 return Err(StoreError::Conflict(format!(
                     "sensor {} already exists",
@@ -508,14 +505,7 @@ impl PostgresStore {
             let mut client = self.client().await?;
             let transaction = client.transaction().await.map_err(from_pg)?;
             // Lock the location so no sensor is attached to it while we count.
-            let exists = transaction
-                .query_opt(
-                    "SELECT 1 FROM locations WHERE id = $1 FOR UPDATE",
-                    &[&id.as_str()],
-                )
-                .await
-                .map_err(from_pg)?
-                .is_some();
+            let exists = lock_row(&transaction, "locations", id.as_str()).await?;
             if !exists {
                 return Err(StoreError::NotFound(format!("location {id}")));
             }
