@@ -11,6 +11,7 @@ mod convert;
 mod device;
 mod ingest;
 mod query;
+mod query_encode;
 mod registry;
 
 use std::future::Future;
@@ -153,7 +154,7 @@ pub async fn serve_grpc(
             IngestServiceServer::new(ingest::IngestApi(state.clone()))
                 .max_decoding_message_size(limit),
         )
-        .add_service(QueryServiceServer::new(query::QueryApi(state.clone())))
+        .add_service(query_encode::QueryRoutes::new(query::QueryApi(state.clone())))
         .add_service(
             RegistryServiceServer::new(registry::RegistryApi(state.clone()))
                 .max_decoding_message_size(limit),

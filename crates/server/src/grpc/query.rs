@@ -7,7 +7,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use audrey_model::{
-    FieldError, LocationId, MetricName, Millis, ReadingId, Reason, SensorId, parse_percentiles,
+    FieldError, LocationId, MetricName, Millis, Reading, ReadingId, Reason, SensorId,
+    parse_percentiles,
 };
 use audrey_proto::v1;
 use audrey_store::{
@@ -211,6 +212,62 @@ fn aggregate_query(request: v1::AggregateRequest) -> Result<AggregateQuery, ApiE
     })
 }
 
+/// A stream of `ListReadings` pages, each already in the form the codec sends.
+pub(crate) type PageStream<T> =
+    Pin<Box<dyn futures_util::Stream<Item = Result<T, Status>> + Send>>;
+
+impl QueryApi {
+    /// `ListReadings`: pages of [`PAGE_ROWS`] read one after another, each turned into a
+    /// message by `encode` (its readings and the cursor the client sees) on the store's
+    /// thread, while the previous page is being sent.
+    pub(crate) async fn list_pages<T: Send + 'static>(
+        &self,
+        request: Request<v1::ListReadingsRequest>,
+        encode: fn(&[Reading], Option<&str>) -> T,
+    ) -> Result<Response<PageStream<T>>, Status> {
+        principal(&self.0, &request).await?.require(Scope::Read)?;
+        let mut query = list_query(request.get_ref())?;
+        let mut remaining = match request.get_ref().limit {
+            0 => u64::MAX,
+            limit => limit,
+        };
+        let (pages, receiver) = mpsc::channel(4);
+        let state = self.0.clone();
+        // Pages are read and sent one at a time; a slow reader holds back the next read.
+        tokio::spawn(async move {
+            while remaining > 0 {
+                query.limit = PAGE_ROWS.min(remaining.min(usize::MAX as u64) as usize);
+                let this_page = query.clone();
+                let read = blocking(&state, move |store| {
+                    let page = store.readings(&this_page)?;
+                    let remaining = remaining.saturating_sub(page.items.len() as u64);
+                    let next = page.next_cursor.filter(|_| remaining > 0);
+                    Ok((encode(&page.items, next.as_deref()), remaining, next))
+                })
+                .await;
+                let next = match read {
+                    Ok((message, left, next)) => {
+                        if pages.send(Ok(message)).await.is_err() {
+                            return;
+                        }
+                        remaining = left;
+                        next
+                    }
+                    Err(status) => {
+                        let _ = pages.send(Err(status)).await;
+                        return;
+                    }
+                };
+                match next.as_deref().map(Cursor::decode) {
+                    Some(Ok(cursor)) => query.after = Some(cursor),
+                    _ => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+}
+
 #[tonic::async_trait]
 impl v1::query_service_server::QueryService for QueryApi {
     async fn get_reading(
@@ -230,50 +287,19 @@ impl v1::query_service_server::QueryService for QueryApi {
         }
     }
 
-    type ListReadingsStream =
-        Pin<Box<dyn futures_util::Stream<Item = Result<v1::ReadingPage, Status>> + Send>>;
+    type ListReadingsStream = PageStream<v1::ReadingPage>;
 
+    /// Reached only through the generated server; [`super::query_encode::QueryRoutes`] sends
+    /// this method's pages pre-encoded. The answer is the same.
     async fn list_readings(
         &self,
         request: Request<v1::ListReadingsRequest>,
     ) -> Result<Response<Self::ListReadingsStream>, Status> {
-        principal(&self.0, &request).await?.require(Scope::Read)?;
-        let mut query = list_query(request.get_ref())?;
-        let mut remaining = match request.get_ref().limit {
-            0 => u64::MAX,
-            limit => limit,
-        };
-        let (pages, receiver) = mpsc::channel(4);
-        let state = self.0.clone();
-        // Pages are read and sent one at a time; a slow reader holds back the next read.
-        tokio::spawn(async move {
-            while remaining > 0 {
-                query.limit = PAGE_ROWS.min(remaining.min(usize::MAX as u64) as usize);
-                let this_page = query.clone();
-                let page =
-                    match blocking(&state, move |store| Ok(store.readings(&this_page)?)).await {
-                        Ok(page) => page,
-                        Err(status) => {
-                            let _ = pages.send(Err(status)).await;
-                            return;
-                        }
-                    };
-                remaining = remaining.saturating_sub(page.items.len() as u64);
-                let next = page.next_cursor.clone().filter(|_| remaining > 0);
-                let message = v1::ReadingPage {
-                    readings: page.items.iter().map(convert::reading).collect(),
-                    next_cursor: next.clone().unwrap_or_default(),
-                };
-                if pages.send(Ok(message)).await.is_err() {
-                    return;
-                }
-                match next.as_deref().map(Cursor::decode) {
-                    Some(Ok(cursor)) => query.after = Some(cursor),
-                    _ => return,
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+        self.list_pages(request, |readings, next_cursor| v1::ReadingPage {
+            readings: readings.iter().map(convert::reading).collect(),
+            next_cursor: next_cursor.unwrap_or_default().to_string(),
+        })
+        .await
     }
 
     async fn latest(

@@ -187,12 +187,18 @@ impl SqliteStore {
             generation,
             &self.saved_walks,
         )?;
-        // Only readings of the walk go back into its heap: one copy each.
-        let from_chunks: HashSet<ReadingId> =
-            walked.readings.iter().map(|reading| reading.id).collect();
-        items.append(&mut walked.readings);
-        sort_readings(&mut items, query.order);
-        items.dedup_by_key(|reading| reading.id);
+        // Only readings of the walk go back into its merge: one copy each. With nothing in
+        // the memtable (a scan of flushed data) the walk's readings are the page, in order.
+        let from_chunks: Option<HashSet<ReadingId>> = if items.is_empty() {
+            items = std::mem::take(&mut walked.readings);
+            None
+        } else {
+            let ids = walked.readings.iter().map(|reading| reading.id).collect();
+            items.append(&mut walked.readings);
+            sort_readings(&mut items, query.order);
+            items.dedup_by_key(|reading| reading.id);
+            Some(ids)
+        };
         debug_assert!(
             items
                 .iter()
@@ -202,7 +208,9 @@ impl SqliteStore {
         );
         let next_cursor = if items.len() > limit {
             let mut rest = items.split_off(limit);
-            rest.retain(|reading| from_chunks.contains(&reading.id));
+            if let Some(from_chunks) = &from_chunks {
+                rest.retain(|reading| from_chunks.contains(&reading.id));
+            }
             let last = &items[limit - 1];
             let cursor = Cursor {
                 read_at: last.read_at,

@@ -2,12 +2,12 @@
 //! `(read_at, id)` order, which can be resumed by the next page.
 //!
 //! Chunks are visited in the query's order of their near edge (oldest first: `min_read_at`
-//! ascending; newest first: `max_read_at` descending; ties by chunk number) and decoded into
-//! a heap. The best reading in the heap is emitted once the next chunk cannot hold anything
-//! before it (its near edge lies beyond it), so the output is exactly ordered although a
-//! sensor's chunks overlap when data arrives out of order. The heap holds only readings of
-//! chunks that overlap the current position: memory is bounded by that overlap, not by the
-//! data.
+//! ascending; newest first: `max_read_at` descending; ties by chunk number), and each decoded
+//! chunk joins a merge as a run (its readings are stored in order). A heap holds each run's
+//! next reading; the best one is emitted once the next chunk cannot hold anything before it
+//! (its near edge lies beyond it), so the output is exactly ordered although a sensor's
+//! chunks overlap when data arrives out of order. The merge holds only readings of chunks
+//! that overlap the current position: memory is bounded by that overlap, not by the data.
 //!
 //! A list of every reading is read page by page, and each page's walk would otherwise
 //! decode again every chunk that overlaps the cursor (with 10,000 sensors that is one chunk
@@ -33,38 +33,101 @@ use crate::{Cursor, Order, ReadingQuery, StoreError};
 const SAVED_WALKS: usize = 8;
 const SAVED_READINGS: usize = 2_000_000;
 
-/// A reading ranked so that the heap's top is the best one (next in the query's order).
-struct Ranked {
-    key: (i128, u128),
-    reading: Reading,
-}
-
-impl Ranked {
-    fn new(reading: Reading, order: Order) -> Ranked {
-        let (read_at, id) = (i128::from(reading.read_at.0), reading.id.0.as_u128());
-        // BinaryHeap is a max-heap: the best reading gets the largest key.
-        let key = match order {
-            Order::Newest => (read_at, id),
-            Order::Oldest => (-read_at, !id),
-        };
-        Ranked { key, reading }
+/// Where a reading ranks in a walk: the heap's top is the best one (next in the query's
+/// order). `BinaryHeap` is a max-heap, so the best reading gets the largest key.
+fn rank(reading: &Reading, order: Order) -> (i128, u128) {
+    let (read_at, id) = (i128::from(reading.read_at.0), reading.id.0.as_u128());
+    match order {
+        Order::Newest => (read_at, id),
+        Order::Oldest => (-read_at, !id),
     }
 }
 
-impl PartialEq for Ranked {
+/// The next reading of one run, ranked.
+struct Head {
+    key: (i128, u128),
+    run: usize,
+}
+
+impl PartialEq for Head {
     fn eq(&self, other: &Self) -> bool {
         self.key == other.key
     }
 }
-impl Eq for Ranked {}
-impl PartialOrd for Ranked {
+impl Eq for Head {}
+impl PartialOrd for Head {
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
         Some(self.cmp(other))
     }
 }
-impl Ord for Ranked {
+impl Ord for Head {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         self.key.cmp(&other.key)
+    }
+}
+
+/// A k-way merge of runs: each run holds readings already in the query's order (one
+/// chunk's readings past the position, or what a page read beyond its end). The heap holds
+/// one entry per run, its next reading's rank, so a reading costs one heap step among the
+/// open runs and is moved only when it is handed out.
+#[derive(Default)]
+struct Merge {
+    heap: BinaryHeap<Head>,
+    runs: Vec<std::vec::IntoIter<Reading>>,
+    /// Slots of `runs` that ran out, to be reused.
+    free: Vec<usize>,
+    /// Readings not handed out yet, over all runs.
+    len: usize,
+}
+
+impl Merge {
+    /// Adds readings that are in the query's order.
+    fn push_run(&mut self, readings: Vec<Reading>, order: Order) {
+        debug_assert!(
+            readings
+                .windows(2)
+                .all(|pair| rank(&pair[0], order) > rank(&pair[1], order)),
+            "a run is in the query's order"
+        );
+        let Some(first) = readings.first() else {
+            return;
+        };
+        let key = rank(first, order);
+        self.len += readings.len();
+        let run = match self.free.pop() {
+            Some(slot) => {
+                self.runs[slot] = readings.into_iter();
+                slot
+            }
+            None => {
+                self.runs.push(readings.into_iter());
+                self.runs.len() - 1
+            }
+        };
+        self.heap.push(Head { key, run });
+    }
+
+    /// The best reading, not handed out yet.
+    fn peek(&self) -> Option<&Reading> {
+        self.runs[self.heap.peek()?.run].as_slice().first()
+    }
+
+    fn pop(&mut self, order: Order) -> Option<Reading> {
+        let mut head = self.heap.peek_mut()?;
+        let run = &mut self.runs[head.run];
+        let reading = run.next();
+        debug_assert!(reading.is_some(), "a run in the heap is never empty");
+        match run.as_slice().first() {
+            // The changed key sifts down when `head` goes out of scope.
+            Some(next) => head.key = rank(next, order),
+            None => {
+                let slot = std::collections::binary_heap::PeekMut::pop(head).run;
+                self.runs[slot] = Vec::new().into_iter();
+                self.free.push(slot);
+            }
+        }
+        self.len -= usize::from(reading.is_some());
+        reading
     }
 }
 
@@ -103,7 +166,7 @@ pub(crate) struct SavedWalk {
     cursor: Cursor,
     generation: u64,
     /// Decoded readings after the cursor, not handed out yet.
-    pending: BinaryHeap<Ranked>,
+    pending: Merge,
     /// The near edge and number of the last chunk opened.
     walked: Option<(i64, i64)>,
 }
@@ -122,7 +185,7 @@ impl SavedWalks {
     }
 
     fn keep(&mut self, walk: SavedWalk) {
-        if walk.pending.len() > SAVED_READINGS {
+        if walk.pending.len > SAVED_READINGS {
             return;
         }
         if self.0.len() >= SAVED_WALKS {
@@ -140,7 +203,7 @@ pub(crate) struct Walked {
     shape: Shape,
     generation: u64,
     order: Order,
-    heap: BinaryHeap<Ranked>,
+    merge: Merge,
     walked: Option<(i64, i64)>,
 }
 
@@ -150,16 +213,17 @@ impl Walked {
     /// also finds in the memtable is merged by id).
     pub fn pause(mut self, cursor: Cursor, rest: Vec<Reading>, saved: &mut SavedWalks) {
         let order = self.order;
-        self.heap.extend(
-            rest.into_iter()
-                .filter(|reading| is_after(reading, cursor, order))
-                .map(|reading| Ranked::new(reading, order)),
-        );
+        // `rest` is in the query's order, so it is one more run.
+        let rest = rest
+            .into_iter()
+            .filter(|reading| is_after(reading, cursor, order))
+            .collect();
+        self.merge.push_run(rest, order);
         saved.keep(SavedWalk {
             shape: self.shape,
             cursor,
             generation: self.generation,
-            pending: self.heap,
+            pending: self.merge,
             walked: self.walked,
         });
     }
@@ -183,9 +247,9 @@ pub(crate) fn walk_chunks(
             .take(&shape, cursor, generation),
         None => None,
     };
-    let (mut heap, mut walked) = match resumed {
+    let (mut merge, mut walked) = match resumed {
         Some(walk) => (walk.pending, walk.walked),
-        None => (BinaryHeap::new(), None),
+        None => (Merge::default(), None),
     };
     let (sql, values, lower, upper) = walk_sql(query, near, walked)?;
     let mut readings = Vec::with_capacity(want.min(1 << 16));
@@ -196,16 +260,16 @@ pub(crate) fn walk_chunks(
             let Some(row) = rows.next()? else { break };
             let chunk: i64 = row.get(0)?;
             let near_edge: i64 = row.get(3)?;
-            // Everything in the heap before this chunk's near edge is final.
+            // Everything merged before this chunk's near edge is final.
             while readings.len() < want
-                && let Some(best) = heap.peek()
+                && let Some(best) = merge.peek()
                 && match query.order {
-                    Order::Oldest => best.reading.read_at.0 < near_edge,
-                    Order::Newest => best.reading.read_at.0 > near_edge,
+                    Order::Oldest => best.read_at.0 < near_edge,
+                    Order::Newest => best.read_at.0 > near_edge,
                 }
             {
-                if let Some(best) = heap.pop() {
-                    readings.push(best.reading);
+                if let Some(best) = merge.pop(query.order) {
+                    readings.push(best);
                 }
             }
             if readings.len() >= want {
@@ -216,30 +280,33 @@ pub(crate) fn walk_chunks(
                 row.get_ref(2)?.as_str().map_err(rusqlite::Error::from)?,
             )?;
             let body = row.get_ref(4)?.as_blob().map_err(rusqlite::Error::from)?;
-            for reading in decode_chunk(body, &sensor, &location)? {
-                if reading.read_at >= lower
+            let mut run = decode_chunk(body, &sensor, &location)?;
+            run.retain(|reading| {
+                reading.read_at >= lower
                     && reading.read_at < upper
                     && query
                         .after
-                        .is_none_or(|cursor| is_after(&reading, cursor, query.order))
-                {
-                    heap.push(Ranked::new(reading, query.order));
-                }
+                        .is_none_or(|cursor| is_after(reading, cursor, query.order))
+            });
+            // A chunk is stored oldest first.
+            if query.order == Order::Newest {
+                run.reverse();
             }
+            merge.push_run(run, query.order);
             walked = Some((near_edge, chunk));
         }
     }
     while readings.len() < want
-        && let Some(best) = heap.pop()
+        && let Some(best) = merge.pop(query.order)
     {
-        readings.push(best.reading);
+        readings.push(best);
     }
     Ok(Walked {
         readings,
         shape,
         generation,
         order: query.order,
-        heap,
+        merge,
         walked,
     })
 }
