@@ -154,7 +154,9 @@ pub async fn serve_grpc(
             IngestServiceServer::new(ingest::IngestApi(state.clone()))
                 .max_decoding_message_size(limit),
         )
-        .add_service(query_encode::QueryRoutes::new(query::QueryApi(state.clone())))
+        .add_service(query_encode::QueryRoutes::new(query::QueryApi(
+            state.clone(),
+        )))
         .add_service(
             RegistryServiceServer::new(registry::RegistryApi(state.clone()))
                 .max_decoding_message_size(limit),

@@ -213,8 +213,7 @@ fn aggregate_query(request: v1::AggregateRequest) -> Result<AggregateQuery, ApiE
 }
 
 /// A stream of `ListReadings` pages, each already in the form the codec sends.
-pub(crate) type PageStream<T> =
-    Pin<Box<dyn futures_util::Stream<Item = Result<T, Status>> + Send>>;
+pub(crate) type PageStream<T> = Pin<Box<dyn futures_util::Stream<Item = Result<T, Status>> + Send>>;
 
 impl QueryApi {
     /// `ListReadings`: pages of [`PAGE_ROWS`] read one after another, each turned into a

@@ -96,7 +96,10 @@ fn reading_len(reading: &Reading) -> usize {
         + int64_len(reading.read_at.0)
         + int64_len(reading.received_at.0)
         + values
-        + reading.message_id.as_ref().map_or(0, |id| text_len(id.as_str()))
+        + reading
+            .message_id
+            .as_ref()
+            .map_or(0, |id| text_len(id.as_str()))
 }
 
 /// Any hyphenated UUID: they all have the same length.
@@ -253,10 +256,15 @@ mod tests {
         LocationId, MessageId, MetricName, Millis, ReadingId, ReadingValues, SensorId,
     };
 
-    fn reading(read_at: i64, received_at: i64, message: Option<&str>, values: &[(&str, f64)]) -> Reading {
+    fn reading(
+        read_at: i64,
+        received_at: i64,
+        message: Option<&str>,
+        values: &[(&str, f64)],
+    ) -> Reading {
         Reading {
             id: ReadingId(uuid::Uuid::now_v7()),
-            sensor_id: SensorId::parse("sensor-é-1").unwrap(),
+            sensor_id: SensorId::parse("sensor-1").unwrap(),
             location_id: LocationId::parse("loc-1").unwrap(),
             read_at: Millis(read_at),
             received_at: Millis(received_at),
@@ -272,20 +280,38 @@ mod tests {
 
     #[test]
     fn an_encoded_page_decodes_as_the_generated_reading_page() {
-        let long_name = "m".repeat(200);
+        // Long enough for two-byte lengths: a message id of 128 bytes, a reading of 12 values.
+        let long_message = format!("é{}", "x".repeat(126));
+        let names: Vec<String> = (0..12).map(|index| format!("metric_{index:02}")).collect();
+        let many: Vec<(&str, f64)> = names
+            .iter()
+            .enumerate()
+            .map(|(index, name)| (name.as_str(), index as f64 - 5.5))
+            .collect();
         let readings = vec![
-            reading(1_700_000_000_000, 1_700_000_000_123, Some("msg-1"), &[
-                ("humidity", 0.25),
-                ("temperature", -3.5),
-            ]),
+            reading(
+                1_700_000_000_000,
+                1_700_000_000_123,
+                Some("msg-1"),
+                &[("humidity", 0.25), ("temperature", -3.5)],
+            ),
             reading(0, -1, None, &[]),
-            reading(-5, i64::MIN, Some("x"), &[(long_name.as_str(), f64::MAX), ("zero", 0.0)]),
+            reading(
+                -5,
+                i64::MIN,
+                Some(&long_message),
+                &[("max", f64::MAX), ("zero", 0.0)],
+            ),
+            reading(i64::MAX, 7, None, &many),
         ];
         for cursor in [None, Some("some-cursor")] {
             let bytes = encode_page(&readings, cursor).0;
             let decoded = v1::ReadingPage::decode(bytes.as_slice()).unwrap();
             let expected = v1::ReadingPage {
-                readings: readings.iter().map(super::super::convert::reading).collect(),
+                readings: readings
+                    .iter()
+                    .map(super::super::convert::reading)
+                    .collect(),
                 next_cursor: cursor.unwrap_or_default().to_string(),
             };
             assert_eq!(decoded, expected);
