@@ -288,8 +288,9 @@ impl v1::query_service_server::QueryService for QueryApi {
 
     type ListReadingsStream = PageStream<v1::ReadingPage>;
 
-    /// Reached only through the generated server; [`super::query_encode::QueryRoutes`] sends
-    /// this method's pages pre-encoded. The answer is the same.
+    /// Used only where the generated `QueryServiceServer` is served alone: `serve_grpc`
+    /// routes this method through [`super::query_encode::QueryRoutes`], which sends the same
+    /// message pre-encoded.
     async fn list_readings(
         &self,
         request: Request<v1::ListReadingsRequest>,
