@@ -120,12 +120,10 @@ pub(crate) fn count_accepted<'r>(
     }
 }
 
-/// Adds `deltas` to `sensor_counters` (negative with `sign = -1`), in sensor order so each
-/// B-tree page is visited once.
+/// Adds `deltas` to `sensor_counters`, in sensor order so each B-tree page is visited once.
 fn apply(
     transaction: &Transaction<'_>,
     deltas: &FastMap<SensorId, CounterDelta>,
-    sign: i64,
 ) -> Result<(), StoreError> {
     let mut upsert = transaction.prepare_cached(
         "INSERT INTO sensor_counters (sensor_id, accepted, duplicate, rejected)
@@ -133,17 +131,36 @@ fn apply(
          ON CONFLICT(sensor_id) DO UPDATE SET accepted = accepted + ?2,
             duplicate = duplicate + ?3, rejected = rejected + ?4",
     )?;
-    let mut sorted: Vec<_> = deltas.iter().collect();
-    sorted.sort_unstable_by(|left, right| left.0.cmp(right.0));
-    for (sensor, delta) in sorted {
+    for (sensor, delta) in sorted(deltas) {
         upsert.execute(params![
             sensor.as_str(),
-            sign * delta.accepted as i64,
-            sign * delta.duplicate as i64,
-            sign * delta.rejected as i64
+            delta.accepted as i64,
+            delta.duplicate as i64,
+            delta.rejected as i64
         ])?;
     }
     Ok(())
+}
+
+/// Takes back accepted readings counted at commit (rows landed before migration 3). Never
+/// below zero: a counter that was never written (a hand-made or damaged store) stays absent.
+fn take_back_accepted(
+    transaction: &Transaction<'_>,
+    deltas: &FastMap<SensorId, CounterDelta>,
+) -> Result<(), StoreError> {
+    let mut update = transaction.prepare_cached(
+        "UPDATE sensor_counters SET accepted = MAX(accepted - ?2, 0) WHERE sensor_id = ?1",
+    )?;
+    for (sensor, delta) in sorted(deltas) {
+        update.execute(params![sensor.as_str(), delta.accepted as i64])?;
+    }
+    Ok(())
+}
+
+fn sorted(deltas: &FastMap<SensorId, CounterDelta>) -> Vec<(&SensorId, &CounterDelta)> {
+    let mut sorted: Vec<_> = deltas.iter().collect();
+    sorted.sort_unstable_by(|left, right| left.0.cmp(right.0));
+    sorted
 }
 
 /// Folds `deltas` (every count of the landing batches with seq ≤ `up_to`) into
@@ -154,7 +171,7 @@ pub(crate) fn fold_and_trim(
     up_to: i64,
 ) -> Result<usize, StoreError> {
     let transaction = landing.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    apply(&transaction, deltas, 1)?;
+    apply(&transaction, deltas)?;
     let deleted = transaction.execute("DELETE FROM landing_batches WHERE seq <= ?1", [up_to])?;
     transaction.commit()?;
     Ok(deleted)
@@ -203,7 +220,7 @@ pub(crate) fn repair_at_open(
         }
     }
     if !counted_at_commit.is_empty() {
-        apply(&transaction, &counted_at_commit, -1)?;
+        take_back_accepted(&transaction, &counted_at_commit)?;
     }
     transaction.execute(
         "UPDATE landing_batches SET counters = ?1 WHERE counters IS NULL",
@@ -223,7 +240,7 @@ pub(crate) fn repair_at_open(
             add_blob(counters, &mut packed)?;
         }
     }
-    apply(&transaction, &packed, 1)?;
+    apply(&transaction, &packed)?;
     let folded = transaction.execute(
         "DELETE FROM landing_batches WHERE seq <= ?1",
         [flushed_through],
@@ -246,9 +263,9 @@ pub(crate) fn load(landing: &Connection) -> Result<Counters, StoreError> {
         counters.totals.insert(
             sensor,
             CounterDelta {
-                accepted: row.get::<_, i64>(1)? as u64,
-                duplicate: row.get::<_, i64>(2)? as u64,
-                rejected: row.get::<_, i64>(3)? as u64,
+                accepted: row.get::<_, i64>(1)?.max(0) as u64,
+                duplicate: row.get::<_, i64>(2)?.max(0) as u64,
+                rejected: row.get::<_, i64>(3)?.max(0) as u64,
             },
         );
     }

@@ -122,10 +122,8 @@ impl Memtable {
         self.by_message.len()
     }
 
-    pub fn duplicate_of(&self, sensor: &SensorId, message: &MessageId) -> Option<ReadingId> {
-        self.by_message
-            .get(&(sensor.clone(), message.clone()))
-            .copied()
+    pub fn duplicate_of(&self, key: &(SensorId, MessageId)) -> Option<ReadingId> {
+        self.by_message.get(key).copied()
     }
 
     pub fn contains(&self, id: ReadingId) -> bool {
