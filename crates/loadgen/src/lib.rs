@@ -29,11 +29,11 @@ mod wire;
 pub use bench::{
     BY_ID_WORKERS, BenchReport, DEFAULT_MATRIX_BATCH_SIZE, DEFAULT_MATRIX_CELLS,
     DEFAULT_MATRIX_SENSORS, GrpcQueryOptions, IngestBenchOptions, MatrixOptions,
-    OutageBenchOptions, OutageBenchResult, QueryBenchOptions, ScratchDatabase, Transport,
-    UNACKNOWLEDGED_BATCHES_AT_MOST, bench_analytics, bench_grpc_queries, bench_http_ingest,
-    bench_import, bench_matrix, bench_query_newest, bench_raw_postgres_copy, bench_raw_sqlite, RawLayout,
-    bench_spool_outage, generated_locations_csv, parse_cell, parse_cells, parse_transports,
-    preload, preload_postgres_copy, scenario_label,
+    OutageBenchOptions, OutageBenchResult, QueryBenchOptions, RawLayout, ScratchDatabase,
+    Transport, UNACKNOWLEDGED_BATCHES_AT_MOST, bench_analytics, bench_grpc_queries,
+    bench_http_ingest, bench_import, bench_matrix, bench_query_newest, bench_raw_postgres_copy,
+    bench_raw_sqlite, bench_spool_outage, generated_locations_csv, parse_cell, parse_cells,
+    parse_transports, preload, preload_postgres_copy, scenario_label,
 };
 pub use bench::{
     WebhookLatencyOptions, WebhookLatencyReport, bench_webhook_latency, install_bench_rules,

@@ -4,8 +4,9 @@
 //! - `landing.db` holds what the acknowledgement path writes: `landing_batches`, one row per
 //!   group commit holding its accepted readings in a compact binary encoding
 //!   ([`encoding`]) and its duplicate/rejected counts, plus quarantine, all in one transaction
-//!   per group commit; `sensor_counters` catches up when batches are trimmed ([`counters`]). WAL mode with `synchronous=FULL`: `COMMIT` returns only after the WAL is
-//!   fsynced, so an acknowledged reading is on disk.
+//!   per group commit; `sensor_counters` catches up when batches are trimmed ([`counters`]).
+//!   WAL mode with `synchronous=FULL`: `COMMIT` returns only after the WAL is fsynced, so an
+//!   acknowledged reading is on disk.
 //! - Every landed reading is mirrored in the [`memtable`](memtable::Memtable), which answers
 //!   queries and dedup checks for readings not yet flushed, and its dedup key goes into the
 //!   [`key filter`](key_filter::KeyFilter).

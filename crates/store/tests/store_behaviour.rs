@@ -221,15 +221,27 @@ fn counters_stay_exact_across_flushes_reopens_and_rows_counted_before_migration_
         let store = registered(dir.path());
         append(&store, vec![valid(1000, Some("a")), valid(2000, None)]);
         append(&store, vec![valid(1000, Some("a"))]);
-        assert_eq!(counted(&store), (2, 1, 0), "counted at once, before any flush");
+        assert_eq!(
+            counted(&store),
+            (2, 1, 0),
+            "counted at once, before any flush"
+        );
         store.flush_all().unwrap();
-        assert_eq!(counted(&store), (2, 1, 0), "and after the flush folded them");
+        assert_eq!(
+            counted(&store),
+            (2, 1, 0),
+            "and after the flush folded them"
+        );
         append(&store, vec![valid(3000, Some("b")), valid(3000, Some("b"))]);
         assert_eq!(counted(&store), (3, 2, 0));
     }
     {
         let store = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap();
-        assert_eq!(counted(&store), (3, 2, 0), "landed and folded counts after reopening");
+        assert_eq!(
+            counted(&store),
+            (3, 2, 0),
+            "landed and folded counts after reopening"
+        );
         append(&store, vec![valid(4000, Some("c"))]);
     }
     // Make the last landed row look like one written before landing migration 3: its reading
@@ -252,7 +264,11 @@ fn counters_stay_exact_across_flushes_reopens_and_rows_counted_before_migration_
             .unwrap();
     }
     let store = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap();
-    assert_eq!(counted(&store), (4, 2, 0), "an old row is not counted twice");
+    assert_eq!(
+        counted(&store),
+        (4, 2, 0),
+        "an old row is not counted twice"
+    );
     store.flush_all().unwrap();
     assert_eq!(counted(&store), (4, 2, 0));
     drop(store);

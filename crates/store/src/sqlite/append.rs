@@ -144,7 +144,10 @@ impl SqliteStore {
             }
         }
         if seq != 0 {
-            self.counters.lock().map_err(poisoned)?.add_commit(seq, counters);
+            self.counters
+                .lock()
+                .map_err(poisoned)?
+                .add_commit(seq, counters);
         }
         let mut memtable = self.memtable.write().map_err(poisoned)?;
         for (id, reading) in staged {

@@ -180,16 +180,17 @@ pub(crate) fn fold_and_trim(
 /// Adds the duplicate and rejected counts of a landing row's `counters` blob to `into`.
 fn add_blob(counters: &[u8], into: &mut FastMap<SensorId, CounterDelta>) -> Result<(), StoreError> {
     let mut bad_sensor = false;
-    for_each_counter_delta(counters, |sensor, duplicate, rejected| {
-        match SensorId::parse(sensor) {
+    for_each_counter_delta(
+        counters,
+        |sensor, duplicate, rejected| match SensorId::parse(sensor) {
             Ok(sensor) => into.entry(sensor).or_default().add(CounterDelta {
                 accepted: 0,
                 duplicate,
                 rejected,
             }),
             Err(_) => bad_sensor = true,
-        }
-    })?;
+        },
+    )?;
     if bad_sensor {
         return Err(StoreError::Internal(
             "landed counters name a corrupt sensor id".into(),
@@ -216,7 +217,10 @@ pub(crate) fn repair_at_open(
         while let Some(row) = rows.next()? {
             let received_at = Millis(row.get(0)?);
             let body = row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?;
-            count_accepted(decode_batch(body, received_at)?.iter(), &mut counted_at_commit);
+            count_accepted(
+                decode_batch(body, received_at)?.iter(),
+                &mut counted_at_commit,
+            );
         }
     }
     if !counted_at_commit.is_empty() {
