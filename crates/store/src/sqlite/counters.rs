@@ -57,11 +57,14 @@ pub(crate) fn encode_commit_deltas(deltas: &FastMap<SensorId, CounterDelta>) -> 
     encode_counter_deltas(entries.into_iter())
 }
 
+/// A sensor's duplicates and rejections in one landed batch.
+type Unfolded = (SensorId, u64, u64);
+
 #[derive(Default)]
 pub(crate) struct Counters {
     totals: FastMap<SensorId, CounterDelta>,
     /// `(landing seq, [(sensor, duplicate, rejected)])` of landed batches that have any.
-    unfolded: VecDeque<(i64, Vec<(SensorId, u64, u64)>)>,
+    unfolded: VecDeque<(i64, Vec<Unfolded>)>,
 }
 
 impl Counters {
