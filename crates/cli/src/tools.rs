@@ -370,6 +370,10 @@ enum BenchScenario {
         sensors: usize,
         #[arg(long, default_value_t = 5_000)]
         rows_per_transaction: usize,
+        /// batch: one binary landing row per transaction (the server's ack path today);
+        /// row: one row per reading with JSON values (the layout before it)
+        #[arg(long, default_value = "batch")]
+        layout: String,
     },
 }
 
@@ -567,7 +571,9 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             rows,
             sensors,
             rows_per_transaction,
+            layout,
         } => {
+            let layout = audrey_loadgen::RawLayout::parse(&layout)?;
             // Only a directory this command made itself is removed afterwards.
             let (scratch, ours) = match dir {
                 Some(dir) => (dir, false),
@@ -580,7 +586,13 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             let result = tokio::task::spawn_blocking({
                 let scratch = scratch.clone();
                 move || {
-                    audrey_loadgen::bench_raw_sqlite(&scratch, rows, sensors, rows_per_transaction)
+                    audrey_loadgen::bench_raw_sqlite(
+                        &scratch,
+                        rows,
+                        sensors,
+                        rows_per_transaction,
+                        layout,
+                    )
                 }
             })
             .await?;

@@ -314,6 +314,27 @@ async fn stored(client: &reqwest::Client, server: &ServerProcess) -> HashMap<Str
     }
 }
 
+/// The sum of every crash sensor's `accepted` counter.
+async fn accepted_total(client: &reqwest::Client, server: &ServerProcess) -> u64 {
+    let mut total = 0;
+    for sensor in 0..SENSORS {
+        let counters: Value = client
+            .get(format!(
+                "{}/api/v1/sensors/crash-{sensor}/counters",
+                server.base_url
+            ))
+            .bearer_auth(&server.token)
+            .send()
+            .await
+            .expect("counters")
+            .json()
+            .await
+            .expect("json");
+        total += counters["accepted"].as_u64().expect("accepted");
+    }
+    total
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_readings_survive_sigkill_exactly_once_over_http() {
     survive_sigkill(Transport::HttpBatch).await;
@@ -383,6 +404,13 @@ async fn survive_sigkill(transport: Transport) {
                 ids.len()
             );
         }
+        // Counters are folded into their table lazily (at each landing trim); after a kill
+        // they must still count every stored reading once.
+        assert_eq!(
+            accepted_total(&client, &server).await,
+            found.len() as u64,
+            "round {round}: accepted counters = readings stored, after the kill"
+        );
 
         // The client does not know whether its in-flight batch landed: it sends it again.
         for items in unacknowledged {
@@ -414,6 +442,11 @@ async fn survive_sigkill(transport: Transport) {
             found.len(),
             acked.lock().expect("lock").len(),
             "round {round}: stored = acknowledged"
+        );
+        assert_eq!(
+            accepted_total(&client, &server).await,
+            found.len() as u64,
+            "round {round}: accepted counters = readings stored, after the resend"
         );
     }
     let exit = server.terminate().await;

@@ -40,7 +40,7 @@ pub use matrix::{
 };
 pub use query::{QueryBenchOptions, bench_query_newest};
 pub use raw_postgres::{ScratchDatabase, bench_raw_postgres_copy, preload_postgres_copy};
-pub use raw_sqlite::bench_raw_sqlite;
+pub use raw_sqlite::{RawLayout, bench_raw_sqlite};
 pub use report::BenchReport;
 pub use spool_outage::{OutageBenchOptions, OutageBenchResult, bench_spool_outage};
 

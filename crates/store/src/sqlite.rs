@@ -3,9 +3,10 @@
 //! Layout and durability (docs/architecture.md has the long form):
 //! - `landing.db` holds what the acknowledgement path writes: `landing_batches`, one row per
 //!   group commit holding its accepted readings in a compact binary encoding
-//!   ([`encoding`]), plus quarantine and per-sensor counters, all in one transaction per group
-//!   commit. WAL mode with `synchronous=FULL`: `COMMIT` returns only after the WAL is
-//!   fsynced, so an acknowledged reading is on disk.
+//!   ([`encoding`]) and its duplicate/rejected counts, plus quarantine, all in one transaction
+//!   per group commit; `sensor_counters` catches up when batches are trimmed ([`counters`]).
+//!   WAL mode with `synchronous=FULL`: `COMMIT` returns only after the WAL is fsynced, so an
+//!   acknowledged reading is on disk.
 //! - Every landed reading is mirrored in the [`memtable`](memtable::Memtable), which answers
 //!   queries and dedup checks for readings not yet flushed, and its dedup key goes into the
 //!   [`key filter`](key_filter::KeyFilter).
@@ -24,6 +25,7 @@
 //! - Stores of the row-per-reading layout are converted at open ([`legacy`]).
 
 mod append;
+mod counters;
 mod encoding;
 mod flush;
 mod geo;
@@ -96,6 +98,8 @@ pub struct SqliteStore {
     next_reader: AtomicUsize,
     memtable: RwLock<Memtable>,
     keys: RwLock<KeyFilter>,
+    /// Every sensor's counters, and what `landing.db` still has to fold (counters.rs).
+    counters: Mutex<counters::Counters>,
     /// One flush at a time.
     flushing: Mutex<()>,
     sensors: RwLock<HashMap<Arc<str>, Arc<Sensor>>>,
@@ -159,6 +163,7 @@ impl SqliteStore {
             next_reader: AtomicUsize::new(0),
             memtable: RwLock::new(Memtable::default()),
             keys: RwLock::new(KeyFilter::default()),
+            counters: Mutex::new(counters::Counters::default()),
             flushing: Mutex::new(()),
             sensors: RwLock::new(HashMap::new()),
             last_quarantine_trim: Mutex::new(std::time::Instant::now()),
@@ -186,6 +191,19 @@ impl SqliteStore {
 
     pub fn schema_version() -> usize {
         schema::latest_version()
+    }
+
+    /// The `body` and `counters` of the `landing_batches` row the acknowledgement path writes
+    /// for a group commit that accepted `readings` (no duplicates, no rejections), encoded
+    /// exactly as it does. Only for `audrey bench raw-sqlite`, which measures SQLite's ceiling
+    /// for these rows.
+    pub fn encode_landing_row(
+        readings: &[(audrey_model::ReadingId, audrey_model::ValidReading)],
+    ) -> (Vec<u8>, Vec<u8>) {
+        (
+            encoding::encode_batch(readings.iter().map(|(id, reading)| (id, reading))),
+            counters::encode_commit_deltas(&counters::FastMap::default()),
+        )
     }
 
     pub fn directory(&self) -> &Path {

@@ -55,6 +55,12 @@ fn append(store: &SqliteStore, readings: Vec<ValidReading>) -> Vec<AppendOutcome
         .unwrap()
 }
 
+/// `(accepted, duplicate, rejected)` of dev-1.
+fn counted(store: &SqliteStore) -> (u64, u64, u64) {
+    let counters = store.counters(&SensorId::parse("dev-1").unwrap()).unwrap();
+    (counters.accepted, counters.duplicate, counters.rejected)
+}
+
 fn newest(store: &SqliteStore, limit: usize) -> Vec<i64> {
     let query = ReadingQuery {
         sensor: Some(SensorId::parse("dev-1").unwrap()),
@@ -164,6 +170,9 @@ fn rows_left_in_both_files_by_a_crash_mid_flush_are_stored_once() {
                 .map(|at| valid(at * 1000, Some(&format!("m{at}"))))
                 .collect(),
         );
+        // A commit of nothing but a duplicate: its count lives in its own landing row.
+        append(&store, vec![valid(1000, Some("m1"))]);
+        assert_eq!(counted(&store), (3, 1, 0));
     }
     copy_landing(dir.path(), saved.path());
     {
@@ -195,6 +204,76 @@ fn rows_left_in_both_files_by_a_crash_mid_flush_are_stored_once() {
         append(&store, vec![valid(2000, Some("m2"))])[0],
         AppendOutcome::Duplicate(_)
     ));
+    assert_eq!(
+        counted(&store),
+        (3, 2, 0),
+        "the repair folded the packed batches' counts once"
+    );
+    drop(store);
+    let store = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap();
+    assert_eq!(counted(&store), (3, 2, 0));
+}
+
+#[test]
+fn counters_stay_exact_across_flushes_reopens_and_rows_counted_before_migration_3() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = registered(dir.path());
+        append(&store, vec![valid(1000, Some("a")), valid(2000, None)]);
+        append(&store, vec![valid(1000, Some("a"))]);
+        assert_eq!(
+            counted(&store),
+            (2, 1, 0),
+            "counted at once, before any flush"
+        );
+        store.flush_all().unwrap();
+        assert_eq!(
+            counted(&store),
+            (2, 1, 0),
+            "and after the flush folded them"
+        );
+        append(&store, vec![valid(3000, Some("b")), valid(3000, Some("b"))]);
+        assert_eq!(counted(&store), (3, 2, 0));
+    }
+    {
+        let store = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap();
+        assert_eq!(
+            counted(&store),
+            (3, 2, 0),
+            "landed and folded counts after reopening"
+        );
+        append(&store, vec![valid(4000, Some("c"))]);
+    }
+    // Make the last landed row look like one written before landing migration 3: its reading
+    // was counted in `sensor_counters` when it was committed, and it has no counters blob.
+    {
+        let landing = rusqlite::Connection::open(dir.path().join("landing.db")).unwrap();
+        let changed = landing
+            .execute(
+                "UPDATE landing_batches SET counters = NULL
+                 WHERE seq = (SELECT MAX(seq) FROM landing_batches)",
+                [],
+            )
+            .unwrap();
+        assert_eq!(changed, 1);
+        landing
+            .execute(
+                "UPDATE sensor_counters SET accepted = accepted + 1 WHERE sensor_id = 'dev-1'",
+                [],
+            )
+            .unwrap();
+    }
+    let store = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap();
+    assert_eq!(
+        counted(&store),
+        (4, 2, 0),
+        "an old row is not counted twice"
+    );
+    store.flush_all().unwrap();
+    assert_eq!(counted(&store), (4, 2, 0));
+    drop(store);
+    let store = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap();
+    assert_eq!(counted(&store), (4, 2, 0), "nor after its batch was folded");
 }
 
 #[test]

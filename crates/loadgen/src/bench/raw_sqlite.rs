@@ -1,11 +1,18 @@
 //! The storage ceiling: how fast SQLite alone appends to the server's acknowledgement table.
 //!
-//! This is the number the HTTP ingest benchmark should be read against. It writes the same kind
-//! of rows the server writes on its acknowledgement path, to a table declared exactly like the
-//! server's `landing` table, with the same durability (WAL, `synchronous=FULL`), in-process and
-//! without HTTP, parsing or validation. The table is declared here rather than taken from the
-//! store crate on purpose: the load generator must not link the server's internals, and a copy
-//! that drifts is caught by comparing the two numbers, which is the point of having both.
+//! This is the number the HTTP ingest benchmark should be read against. It writes the rows the
+//! server writes on its acknowledgement path with the same durability (WAL,
+//! `synchronous=FULL`), in-process and without HTTP, parsing, validation or dedup. Two layouts:
+//!
+//! - [`RawLayout::Batch`] (the default, what the server does today): one `landing_batches` row
+//!   per transaction, its `body` and `counters` encoded by the store's own encoder
+//!   ([`audrey_store::SqliteStore::encode_landing_row`]), the encoding timed with the insert as
+//!   it is on the ack path.
+//! - [`RawLayout::Row`] (the layout before the chunked one, kept for comparison): one `landing`
+//!   row per reading with the values as JSON text.
+//!
+//! The tables are declared here; a copy that drifts from the server's is caught by comparing
+//! the two numbers, which is the point of having both.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -13,13 +20,44 @@ use std::time::Instant;
 use anyhow::{Context, ensure};
 use rusqlite::{Connection, params};
 
+use audrey_model::{
+    LocationId, MessageId, MetricName, Millis, ReadingId, ReadingValues, SensorId, ValidReading,
+};
+use audrey_store::SqliteStore;
+
 use crate::bench::report::{BenchReport, Tally};
 use crate::bench::{bench_location_id, bench_sensor_id};
 use crate::clock::wall_clock_ms;
 
+/// Which acknowledgement-path table the raw bench fills.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RawLayout {
+    /// One binary `landing_batches` row per transaction (the current server).
+    Batch,
+    /// One `landing` row per reading, values as JSON (the old server).
+    Row,
+}
+
+impl RawLayout {
+    pub fn parse(text: &str) -> anyhow::Result<RawLayout> {
+        match text {
+            "batch" => Ok(RawLayout::Batch),
+            "row" => Ok(RawLayout::Row),
+            other => anyhow::bail!("unknown layout {other:?}: use batch or row"),
+        }
+    }
+}
+
 const DATABASE_FILE: &str = "raw-landing-bench.sqlite";
 
-/// Must match the server's `landing` table column for column.
+/// Must match the server's `landing_batches` table (landing.db migrations 2 and 3).
+const CREATE_BATCHES: &str = "CREATE TABLE landing_batches (seq INTEGER PRIMARY KEY AUTOINCREMENT, \
+    received_at INTEGER NOT NULL, body BLOB NOT NULL, counters BLOB)";
+
+const INSERT_BATCH: &str =
+    "INSERT INTO landing_batches (received_at, body, counters) VALUES (?1, ?2, ?3)";
+
+/// Must match the old server's `landing` table column for column.
 const CREATE_LANDING: &str = "CREATE TABLE landing (seq INTEGER PRIMARY KEY, id BLOB NOT NULL, \
     sensor_id TEXT NOT NULL, location_id TEXT NOT NULL, read_at INTEGER NOT NULL, \
     received_at INTEGER NOT NULL, message_id TEXT, vals TEXT NOT NULL)";
@@ -47,6 +85,7 @@ pub fn bench_raw_sqlite(
     rows: u64,
     sensors: usize,
     rows_per_transaction: usize,
+    layout: RawLayout,
 ) -> anyhow::Result<BenchReport> {
     ensure!(rows > 0, "there must be at least one row to write");
     ensure!(sensors > 0, "at least one sensor is needed");
@@ -56,7 +95,7 @@ pub fn bench_raw_sqlite(
     );
     let path = dir.join(DATABASE_FILE);
     remove_database(&path)?;
-    let result = run(&path, rows, sensors, rows_per_transaction);
+    let result = run(&path, rows, sensors, rows_per_transaction, layout);
     // Leave no multi-gigabyte leftovers, whether or not the run worked.
     let cleanup = remove_database(&path);
     let report = result?;
@@ -69,8 +108,9 @@ fn run(
     rows: u64,
     sensors: usize,
     rows_per_transaction: usize,
+    layout: RawLayout,
 ) -> anyhow::Result<BenchReport> {
-    let mut connection =
+    let connection =
         Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
     let journal_mode: String =
         connection.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
@@ -79,8 +119,48 @@ fn run(
         "SQLite refused WAL mode ({journal_mode})"
     );
     connection.pragma_update(None, "synchronous", "FULL")?;
-    connection.execute(CREATE_LANDING, [])?;
+    match layout {
+        RawLayout::Batch => insert_batches(connection, rows, sensors, rows_per_transaction),
+        RawLayout::Row => insert_rows(connection, rows, sensors, rows_per_transaction),
+    }
+}
 
+/// One `landing_batches` row per transaction, encoded inside the clock as the ack path does.
+fn insert_batches(
+    mut connection: Connection,
+    rows: u64,
+    sensors: usize,
+    rows_per_transaction: usize,
+) -> anyhow::Result<BenchReport> {
+    connection.execute(CREATE_BATCHES, [])?;
+    let readings = build_readings(rows, sensors)?;
+    let received_at = wall_clock_ms();
+    let mut tally = Tally::new()?;
+    let started = Instant::now();
+    for chunk in readings.chunks(rows_per_transaction) {
+        let transaction_started = Instant::now();
+        let (body, counters) = SqliteStore::encode_landing_row(chunk);
+        let transaction = connection.transaction()?;
+        transaction
+            .prepare_cached(INSERT_BATCH)?
+            .execute(params![received_at, body, counters])?;
+        transaction.commit()?;
+        tally.record_latency(transaction_started.elapsed());
+        tally.requests += 1;
+        tally.readings += chunk.len() as u64;
+    }
+    let elapsed = started.elapsed();
+    Ok(tally.into_report("raw-sqlite", 1, elapsed, None))
+}
+
+/// One `landing` row per reading (the layout before binary batches).
+fn insert_rows(
+    mut connection: Connection,
+    rows: u64,
+    sensors: usize,
+    rows_per_transaction: usize,
+) -> anyhow::Result<BenchReport> {
+    connection.execute(CREATE_LANDING, [])?;
     let landing_rows = build_rows(rows, sensors);
     let mut tally = Tally::new()?;
     let started = Instant::now();
@@ -108,6 +188,41 @@ fn run(
     }
     let elapsed = started.elapsed();
     Ok(tally.into_report("raw-sqlite", 1, elapsed, None))
+}
+
+/// The same readings as [`build_rows`], as the validated values the ack path encodes.
+fn build_readings(rows: u64, sensors: usize) -> anyhow::Result<Vec<(ReadingId, ValidReading)>> {
+    let invalid = |error: audrey_model::FieldError| anyhow::anyhow!("{error:?}");
+    let sensor_ids = (0..sensors)
+        .map(|index| SensorId::parse(&bench_sensor_id(index)).map_err(invalid))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let location_ids = (0..sensors)
+        .map(|index| LocationId::parse(&bench_location_id(index)).map_err(invalid))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let humidity_name = MetricName::parse_interned("humidity").map_err(invalid)?;
+    let temperature_name = MetricName::parse_interned("temperature").map_err(invalid)?;
+    let now_ms = wall_clock_ms();
+    (0..rows)
+        .map(|index| {
+            let sensor = (index % sensors as u64) as usize;
+            let humidity = 30.0 + (index * 53 % 4000) as f64 / 100.0;
+            let temperature = 15.0 + (index * 37 % 2000) as f64 / 100.0;
+            let message = MessageId::parse(&format!("raw-{now_ms:x}-{index}")).map_err(invalid)?;
+            Ok((
+                ReadingId(uuid::Uuid::now_v7()),
+                ValidReading {
+                    sensor_id: sensor_ids[sensor].clone(),
+                    location_id: location_ids[sensor].clone(),
+                    read_at: Millis(now_ms - rows as i64 + index as i64),
+                    values: ReadingValues(vec![
+                        (humidity_name.clone(), humidity),
+                        (temperature_name.clone(), temperature),
+                    ]),
+                    message_id: Some(message),
+                },
+            ))
+        })
+        .collect()
 }
 
 /// Rows shaped like the server's: a UUIDv7 id, sensors interleaved, read_at one millisecond
@@ -175,11 +290,14 @@ mod tests {
     #[test]
     fn a_small_run_writes_every_row_and_cleans_up() {
         let dir = tempfile::tempdir().unwrap();
-        let report = bench_raw_sqlite(dir.path(), 250, 10, 100).unwrap();
-        assert_eq!(
-            (report.readings, report.requests, report.errors),
-            (250, 3, 0)
-        );
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        for layout in [RawLayout::Batch, RawLayout::Row] {
+            let report = bench_raw_sqlite(dir.path(), 250, 10, 100, layout).unwrap();
+            assert_eq!(
+                (report.readings, report.requests, report.errors),
+                (250, 3, 0),
+                "{layout:?}"
+            );
+            assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        }
     }
 }

@@ -10,6 +10,10 @@
 //! none, else 1 + length then bytes), value count, then per value: name, f64`.
 //! `received_at` is the same for the whole group commit and lives in the row, not here.
 //!
+//! Landing counter deltas, version 1 (the `counters` column of a landing row, see
+//! `counters.rs`): `1, count, then per sensor: sensor, duplicates, rejections` — only sensors
+//! with a duplicate or a rejection in that commit; accepted readings are counted from the body.
+//!
 //! Chunk, version 1 (invariants checked by `debug_assert!` in [`encode_chunk`]):
 //! readings sorted by `(read_at, id)`, all of one sensor at one location.
 //! `1, count, read_at section, id section, received_at section, message section, metric
@@ -24,6 +28,7 @@ use audrey_model::{LocationId, MessageId, MetricName, Millis, Reading, ReadingId
 use crate::StoreError;
 
 const BATCH_VERSION: u8 = 1;
+const COUNTERS_VERSION: u8 = 1;
 const CHUNK_VERSION: u8 = 1;
 
 fn corrupt(what: &str) -> StoreError {
@@ -148,6 +153,42 @@ pub(crate) fn encode_batch<'r>(
         }
     }
     out
+}
+
+/// The duplicate and rejected counts of one group commit, as its landing row stores them.
+pub(crate) fn encode_counter_deltas<'s>(
+    deltas: impl ExactSizeIterator<Item = (&'s str, u64, u64)>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(2 + deltas.len() * 16);
+    out.push(COUNTERS_VERSION);
+    put_varint(&mut out, deltas.len() as u64);
+    for (sensor, duplicate, rejected) in deltas {
+        put_text(&mut out, sensor);
+        put_varint(&mut out, duplicate);
+        put_varint(&mut out, rejected);
+    }
+    out
+}
+
+/// Calls `visit(sensor, duplicate, rejected)` for each entry of [`encode_counter_deltas`].
+pub(crate) fn for_each_counter_delta(
+    bytes: &[u8],
+    mut visit: impl FnMut(&str, u64, u64),
+) -> Result<(), StoreError> {
+    let mut cursor = Cursor::new(bytes);
+    if cursor.byte()? != COUNTERS_VERSION {
+        return Err(corrupt("unknown landing counters version"));
+    }
+    for _ in 0..cursor.length()? {
+        let sensor = cursor.text()?;
+        let duplicate = cursor.varint()?;
+        let rejected = cursor.varint()?;
+        visit(sensor, duplicate, rejected);
+    }
+    if cursor.at != bytes.len() {
+        return Err(corrupt("trailing bytes after landing counters"));
+    }
+    Ok(())
 }
 
 pub(crate) fn decode_batch(bytes: &[u8], received_at: Millis) -> Result<Vec<Reading>, StoreError> {

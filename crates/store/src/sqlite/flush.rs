@@ -1,7 +1,6 @@
 //! The background half of the SQLite store: packing landed readings into chunks in
 //! `audrey.db`, retention over chunks, and upkeep of `landing.db`.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -9,6 +8,7 @@ use rusqlite::{Transaction, TransactionBehavior, params};
 
 use audrey_model::{LocationId, Millis, Reading, SensorId};
 
+use super::counters::{FastMap, count_accepted, fold_and_trim};
 use super::encoding::{chunk_keys, decode_chunk, encode_chunk};
 use super::summary::{ChunkOwner, forget_summaries, write_summaries};
 use super::{SqliteStore, poisoned};
@@ -32,7 +32,7 @@ pub(crate) fn write_chunks<R: std::ops::Deref<Target = Reading>>(
     readings: &[R],
     flushed_through: i64,
 ) -> Result<usize, StoreError> {
-    let mut groups: HashMap<(&SensorId, &LocationId, i64), Vec<&Reading>> = HashMap::new();
+    let mut groups: FastMap<(&SensorId, &LocationId, i64), Vec<&Reading>> = FastMap::default();
     for reading in readings {
         groups
             .entry((
@@ -74,15 +74,15 @@ pub(crate) fn write_chunks<R: std::ops::Deref<Target = Reading>>(
     }
     entries.sort_unstable_by_key(|(reading, _)| reading.id);
     // An id already stored (packing the same readings twice) stays where it is.
-    let mut already_stored = std::collections::HashSet::new();
+    let mut already_stored = FastMap::default();
     for (reading, chunk) in &entries {
         if insert_id.execute(params![reading.id.as_bytes(), chunk])? == 0 {
-            already_stored.insert(reading.id);
+            already_stored.insert(reading.id, ());
         }
     }
     let mut keys: Vec<(&str, &str, &Reading)> = entries
         .iter()
-        .filter(|(reading, _)| !already_stored.contains(&reading.id))
+        .filter(|(reading, _)| !already_stored.contains_key(&reading.id))
         .filter_map(|(reading, _)| {
             let message = reading.message_id.as_ref()?;
             Some((reading.sensor_id.as_str(), message.as_str(), *reading))
@@ -95,7 +95,7 @@ pub(crate) fn write_chunks<R: std::ops::Deref<Target = Reading>>(
     let mut stored = 0;
     for (chunk, sensor, location, mut group) in numbered {
         if !already_stored.is_empty() {
-            group.retain(|reading| !already_stored.contains(&reading.id));
+            group.retain(|reading| !already_stored.contains_key(&reading.id));
         }
         if group.is_empty() {
             continue;
@@ -150,12 +150,25 @@ impl SqliteStore {
             transaction.commit()?;
         }
         self.layout_generation.fetch_add(1, Ordering::AcqRel);
+        // Trim landing.db, folding the trimmed batches' counts into `sensor_counters` in the
+        // same transaction (counters.rs). Only then do the rows leave the memtable: if the
+        // trim fails they stay, and the next flush packs them again (their ids are skipped)
+        // and retries the trim with their counts.
+        let mut deltas = FastMap::default();
+        count_accepted(rows.iter().map(|reading| &**reading), &mut deltas);
+        self.counters
+            .lock()
+            .map_err(poisoned)?
+            .unfolded_through(up_to, &mut deltas);
+        fold_and_trim(&mut *self.landing()?, &deltas, up_to)?;
+        self.counters
+            .lock()
+            .map_err(poisoned)?
+            .forget_through(up_to);
         self.memtable
             .write()
             .map_err(poisoned)?
             .remove_through(up_to);
-        self.landing()?
-            .execute("DELETE FROM landing_batches WHERE seq <= ?1", [up_to])?;
         tracing::debug!(rows = rows.len(), "flushed landed readings into chunks");
         Ok(rows.len())
     }

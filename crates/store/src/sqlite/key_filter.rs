@@ -8,10 +8,15 @@
 use std::hash::{BuildHasher, Hasher};
 
 const BITS_PER_KEY: usize = 10; // ~1% false positives with 7 probes
-const PROBES: u64 = 7;
+const PROBES: u32 = 7;
 const FIRST_CAPACITY: usize = 1 << 20;
+/// A key's probes all fall in one block of 512 bits, one cache line: an insert or a look-up
+/// costs one cache miss per layer instead of one per probe (a "blocked" Bloom filter; at 10
+/// bits per key its false-positive rate is ~1.2 % instead of ~0.8 %).
+const BLOCK_WORDS: usize = 8;
 
 struct Layer {
+    /// `BLOCK_WORDS` words per block.
     bits: Vec<u64>,
     capacity: usize,
     len: usize,
@@ -19,38 +24,45 @@ struct Layer {
 
 impl Layer {
     fn new(capacity: usize) -> Layer {
-        let words = (capacity * BITS_PER_KEY).div_ceil(64).max(1);
+        let blocks = (capacity * BITS_PER_KEY).div_ceil(64 * BLOCK_WORDS).max(1);
         Layer {
-            bits: vec![0; words],
+            bits: vec![0; blocks * BLOCK_WORDS],
             capacity,
             len: 0,
         }
     }
 
-    fn positions(&self, hash: u64) -> impl Iterator<Item = usize> + '_ {
-        let total = (self.bits.len() * 64) as u64;
-        let (first, second) = (hash, hash.rotate_left(32) | 1);
-        (0..PROBES)
-            .map(move |probe| (first.wrapping_add(probe.wrapping_mul(second)) % total) as usize)
+    /// The key's block (first word index) and its `PROBES` bit positions inside it, 9 bits
+    /// each from a second mix of the hash (the block comes from its high bits).
+    fn probes(&self, hash: u64) -> (usize, impl Iterator<Item = usize> + use<>) {
+        let blocks = (self.bits.len() / BLOCK_WORDS) as u128;
+        let block = ((u128::from(hash) * blocks) >> 64) as usize * BLOCK_WORDS;
+        let mixed = (hash ^ (hash >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        (
+            block,
+            (0..PROBES).map(move |probe| ((mixed >> (probe * 9)) & 511) as usize),
+        )
     }
 
     fn insert(&mut self, hash: u64) {
-        let positions: Vec<usize> = self.positions(hash).collect();
-        for position in positions {
-            self.bits[position / 64] |= 1 << (position % 64);
+        let (block, probes) = self.probes(hash);
+        let block = &mut self.bits[block..block + BLOCK_WORDS];
+        for bit in probes {
+            block[bit / 64] |= 1 << (bit % 64);
         }
         self.len += 1;
     }
 
     fn may_contain(&self, hash: u64) -> bool {
-        self.positions(hash)
-            .all(|position| self.bits[position / 64] & (1 << (position % 64)) != 0)
+        let (block, mut probes) = self.probes(hash);
+        let block = &self.bits[block..block + BLOCK_WORDS];
+        probes.all(|bit| block[bit / 64] & (1 << (bit % 64)) != 0)
     }
 }
 
 pub(crate) struct KeyFilter {
     layers: Vec<Layer>,
-    hasher: std::collections::hash_map::RandomState,
+    hasher: foldhash::quality::RandomState,
 }
 
 impl Default for KeyFilter {

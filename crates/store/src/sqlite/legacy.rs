@@ -138,6 +138,8 @@ pub(super) fn convert_landing(
                 )
             })
             .collect();
+        // No `counters`: these readings were counted when they landed; open converts such
+        // rows (counters.rs, `repair_at_open`).
         transaction.execute(
             "INSERT INTO landing_batches (received_at, body) VALUES (?1, ?2)",
             params![

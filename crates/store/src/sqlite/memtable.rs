@@ -7,20 +7,24 @@
 //! memtable first and the chunks second therefore never misses a reading (it may see one
 //! twice, which the merge removes).
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use audrey_model::{LocationId, MessageId, Millis, Reading, ReadingId, SensorId};
 
+use super::counters::FastMap;
 use crate::{Cursor, Order, ReadingQuery};
 
 #[derive(Default)]
 pub(crate) struct Memtable {
     /// In landing order: `(landing seq, reading)`.
     rows: VecDeque<(i64, Arc<Reading>)>,
-    by_id: HashMap<ReadingId, Arc<Reading>>,
-    by_sensor: HashMap<SensorId, BTreeMap<(Millis, ReadingId), Arc<Reading>>>,
-    by_message: HashMap<(SensorId, MessageId), ReadingId>,
+    // foldhash, not SipHash: these maps take three inserts and three removals per reading on
+    // the commit and flush paths, and their keys come from validated input (no DoS concern
+    // beyond what any hash map has; foldhash is still randomly seeded per map).
+    by_id: FastMap<ReadingId, Arc<Reading>>,
+    by_sensor: FastMap<SensorId, BTreeMap<(Millis, ReadingId), Arc<Reading>>>,
+    by_message: FastMap<(SensorId, MessageId), ReadingId>,
     /// When the oldest row in the memtable was received.
     oldest_received: Option<Millis>,
     /// The landing seq of the last batch a flush moved out (0 before the first).
@@ -118,10 +122,8 @@ impl Memtable {
         self.by_message.len()
     }
 
-    pub fn duplicate_of(&self, sensor: &SensorId, message: &MessageId) -> Option<ReadingId> {
-        self.by_message
-            .get(&(sensor.clone(), message.clone()))
-            .copied()
+    pub fn duplicate_of(&self, key: &(SensorId, MessageId)) -> Option<ReadingId> {
+        self.by_message.get(key).copied()
     }
 
     pub fn contains(&self, id: ReadingId) -> bool {

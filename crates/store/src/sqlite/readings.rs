@@ -265,21 +265,7 @@ impl SqliteStore {
     }
 
     pub(super) fn sensor_counters(&self, sensor: &SensorId) -> Result<SensorCounters, StoreError> {
-        let reader = self.landing_reader()?;
-        let counters = reader
-            .query_row(
-                "SELECT accepted, duplicate, rejected FROM sensor_counters WHERE sensor_id = ?1",
-                [sensor.as_str()],
-                |row| {
-                    Ok(SensorCounters {
-                        accepted: row.get::<_, i64>(0)? as u64,
-                        duplicate: row.get::<_, i64>(1)? as u64,
-                        rejected: row.get::<_, i64>(2)? as u64,
-                    })
-                },
-            )
-            .optional()?;
-        Ok(counters.unwrap_or_default())
+        Ok(self.counters.lock().map_err(poisoned)?.get(sensor))
     }
 }
 

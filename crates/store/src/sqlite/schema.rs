@@ -201,6 +201,13 @@ pub(crate) const LANDING: &[&str] = &[
         body BLOB NOT NULL
     );
     "#,
+    // 3: per-sensor counters leave the commit path (counters.rs): a landing row carries its
+    // commit's duplicate and rejected counts, and `sensor_counters` is brought up to date
+    // when its batch is trimmed. NULL marks a row written before this migration, already
+    // counted; open converts those.
+    r#"
+    ALTER TABLE landing_batches ADD COLUMN counters BLOB;
+    "#,
 ];
 
 /// The schema version of this build: the sum over both databases.
