@@ -94,7 +94,8 @@ pub struct SensorHealth {
 /// Readings that arrived after a newer one of the same sensor, waiting for the quality sweep.
 #[derive(Debug, Default)]
 pub(crate) struct LateReadings {
-    pub ids: std::collections::HashSet<ReadingId>,
+    /// In arrival order (a push per late reading, no hashing); the sweep sorts them.
+    pub ids: Vec<ReadingId>,
     pub earliest: Option<Millis>,
     pub latest: Option<Millis>,
 }
@@ -236,7 +237,7 @@ impl SensorHealth {
         if in_order {
             self.newest_read_at = Some(reading.read_at);
         } else if self.late.ids.len() < MAX_LATE_IDS {
-            self.late.ids.insert(id);
+            self.late.ids.push(id);
             self.late.earliest = Some(
                 self.late
                     .earliest
@@ -286,9 +287,10 @@ impl SensorHealth {
 
 /// The stuck and jump checks over a stored series in `read_at` order, reporting only findings
 /// that involve at least one of the `late` readings (the in-order ones were checked on ingest).
+/// `late` must be sorted.
 pub(crate) fn check_series(
     series: &[Reading],
-    late: &std::collections::HashSet<ReadingId>,
+    late: &[ReadingId],
     options: &HealthOptions,
 ) -> Vec<Finding> {
     let mut metrics: Vec<&str> = Vec::new();
@@ -299,6 +301,8 @@ pub(crate) fn check_series(
             }
         }
     }
+    debug_assert!(late.is_sorted(), "late reading ids must be sorted");
+    let is_late = |id: &ReadingId| late.binary_search(id).is_ok();
     let mut findings = Vec::new();
     for metric in metrics {
         let points: Vec<(ReadingId, f64)> = series
@@ -315,7 +319,7 @@ pub(crate) fn check_series(
         if let Some(step) = options.jump_steps.get(metric) {
             for pair in points.windows(2) {
                 let ((before, a), (after, b)) = (&pair[0], &pair[1]);
-                if (b - a).abs() > *step && (late.contains(before) || late.contains(after)) {
+                if (b - a).abs() > *step && (is_late(before) || is_late(after)) {
                     findings.push(Finding {
                         check: "jump",
                         metric: Some(metric.to_string()),
@@ -336,7 +340,7 @@ pub(crate) fn check_series(
                 end += 1;
             }
             let run = &points[start..end];
-            if run.len() >= need && run.iter().any(|(id, _)| late.contains(id)) {
+            if run.len() >= need && run.iter().any(|(id, _)| is_late(id)) {
                 findings.push(Finding {
                     check: "stuck_value",
                     metric: Some(metric.to_string()),

@@ -24,8 +24,7 @@ pub use location_csv::{
 };
 pub use reading::{
     RawMetricName, RawReading, RawValues, ReadAtInput, Reading, ReadingValues, ValidReading,
-    parse_raw_reading,
-    sensor_id_hint, validate_reading,
+    parse_raw_reading, sensor_id_hint, validate_reading,
 };
 pub use sensor::{MetricSpec, Sensor, SensorInput};
 pub use statistics::{Summary, mean_and_stddev, parse_percentiles, percentile_of_sorted};

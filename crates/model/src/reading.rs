@@ -233,16 +233,16 @@ pub struct RawValues(Vec<(RawMetricName, f64)>);
 impl RawValues {
     fn from_pairs(pairs: impl Iterator<Item = (RawMetricName, f64)>) -> RawValues {
         let mut values: Vec<(RawMetricName, f64)> = pairs.collect();
-        // Stable, so of equal names the last sent stays last; keep that one.
+        // Stable, so of equal names the last sent stays last; keep its value.
         values.sort_by(|left, right| left.0.as_str().cmp(right.0.as_str()));
-        let mut kept: Vec<(RawMetricName, f64)> = Vec::with_capacity(values.len());
-        for (name, value) in values {
-            match kept.last_mut() {
-                Some(last) if last.0.as_str() == name.as_str() => *last = (name, value),
-                _ => kept.push((name, value)),
+        values.dedup_by(|later, earlier| {
+            let same = later.0.as_str() == earlier.0.as_str();
+            if same {
+                earlier.1 = later.1;
             }
-        }
-        RawValues(kept)
+            same
+        });
+        RawValues(values)
     }
 
     pub fn len(&self) -> usize {
@@ -592,9 +592,44 @@ mod tests {
     }
 
     #[test]
+    fn values_are_sorted_by_name_and_a_name_sent_twice_keeps_its_last_value() {
+        let reading =
+            parse_raw_reading(r#"{"sensor_id":"a","read_at":1,"values":{"t":1,"b":2,"t":3}}"#)
+                .unwrap();
+        let values: Vec<(&str, f64)> = reading
+            .values
+            .iter()
+            .map(|(name, value)| (name.as_str(), *value))
+            .collect();
+        assert_eq!(values, [("b", 2.0), ("t", 3.0)]);
+        assert_eq!(
+            serde_json::to_string(&reading.values).unwrap(),
+            r#"{"b":2.0,"t":3.0}"#
+        );
+    }
+
+    #[test]
+    fn an_invalid_metric_name_is_reported_with_its_path() {
+        let reading = with(
+            "values",
+            serde_json::json!({"bad name": 1.0, "temperature": 2.0}),
+        );
+        assert_eq!(
+            reasons(validate_reading(&reading, Some(&sensor(vec![])), NOW)),
+            [("values.bad name".to_string(), Reason::InvalidFormat)]
+        );
+    }
+
+    #[test]
     fn a_non_finite_value_is_rejected() {
-        let mut reading = raw(base());
-        reading.values.insert("temperature".into(), f64::NAN);
+        // JSON has no NaN; a transport building the raw form directly can send one.
+        let reading = RawReading::new(
+            "dev-1".into(),
+            None,
+            ReadAtInput::EpochMillis(NOW.0 - 1000),
+            [("temperature".to_string(), f64::NAN)],
+            None,
+        );
         assert_eq!(
             reasons(validate_reading(&reading, Some(&sensor(vec![])), NOW)),
             [("values.temperature".to_string(), Reason::NonFiniteValue)]

@@ -46,7 +46,9 @@ impl PreparedRequests {
     /// Request `request`'s protobuf batch, given up to the caller (it is sent once; a resend
     /// builds it again, identical).
     pub fn take_batch(&mut self, request: u64) -> Option<ReadingBatch> {
-        self.batches.get_mut(request as usize).and_then(Option::take)
+        self.batches
+            .get_mut(request as usize)
+            .and_then(Option::take)
     }
 
     /// Request `request`'s JSON body (a cheap shared handle: a retry sends the same bytes).
@@ -279,9 +281,16 @@ mod tests {
         let load = load(2, 3, 10);
         let mut batches = load.prepare(1, 2, true).unwrap();
         assert_eq!(batches.take_batch(2), Some(load.proto_batch(1, 2, 2)));
-        assert_eq!(batches.take_batch(2), None, "a prepared batch is handed over once");
+        assert_eq!(
+            batches.take_batch(2),
+            None,
+            "a prepared batch is handed over once"
+        );
         let bodies = load.prepare(1, 2, false).unwrap();
-        assert_eq!(bodies.body(0).unwrap(), load.json_body(1, 0, false).unwrap());
+        assert_eq!(
+            bodies.body(0).unwrap(),
+            load.json_body(1, 0, false).unwrap()
+        );
         assert_eq!(bodies.body(0), bodies.body(0), "a body is kept for a retry");
         let single = ScenarioLoad::new(Arc::new(vec!["s".into()]), 1, 3, 1, NOW_MS, "p".into());
         assert!(single.prepare(0, 1, false).unwrap().body(0).is_none());
