@@ -1,9 +1,10 @@
 //! Per-sensor health and quality tracking: what the engine remembers about each sensor
 //! between readings, and the pure decisions made from it (status, quality findings).
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 
-use audrey_model::{Millis, Reading};
+use audrey_model::{MetricName, Millis, Reading, ReadingId};
 
 use crate::records::HealthStatus;
 
@@ -47,13 +48,21 @@ impl Default for HealthOptions {
     }
 }
 
-#[derive(Debug, Default)]
+/// What the stuck and jump checks remember of one metric. Ids are kept as [`ReadingId`]s
+/// (16 bytes, no allocation) and turned into text only when a finding reports them: this is
+/// done for every metric of every accepted reading.
+#[derive(Debug)]
 struct MetricTrack {
+    name: MetricName,
     last_value: f64,
-    last_reading: String,
+    last_reading: Option<ReadingId>,
     /// Ids of the readings in the current run of one unchanged value.
-    run: Vec<String>,
+    run: Vec<ReadingId>,
     stuck_reported: bool,
+}
+
+fn texts(ids: &[ReadingId]) -> Vec<String> {
+    ids.iter().map(|id| id.0.to_string()).collect()
 }
 
 /// One quality problem: the check that found it and the readings involved.
@@ -74,7 +83,9 @@ pub struct SensorHealth {
     pub interval_ms: i64,
     /// Recent readings: (rejected, had a quality finding).
     window: VecDeque<(bool, bool)>,
-    metrics: HashMap<String, MetricTrack>,
+    /// One entry per metric name seen in order: a sensor sends a handful, so a linear search
+    /// by name beats hashing it.
+    metrics: Vec<MetricTrack>,
     /// Late readings since the last quality sweep: their ids and the read_at span they cover.
     /// Ingest-time stuck/jump checks see only in-order readings; the sweep re-checks these.
     pub(crate) late: LateReadings,
@@ -83,7 +94,8 @@ pub struct SensorHealth {
 /// Readings that arrived after a newer one of the same sensor, waiting for the quality sweep.
 #[derive(Debug, Default)]
 pub(crate) struct LateReadings {
-    pub ids: std::collections::HashSet<String>,
+    /// In arrival order (a push per late reading, no hashing); the sweep sorts them.
+    pub ids: Vec<ReadingId>,
     pub earliest: Option<Millis>,
     pub latest: Option<Millis>,
 }
@@ -103,7 +115,7 @@ impl SensorHealth {
             newest_read_at: None,
             interval_ms: i64::from(interval_seconds.max(1)) * 1000,
             window: VecDeque::new(),
-            metrics: HashMap::new(),
+            metrics: Vec::new(),
             late: LateReadings::default(),
         }
     }
@@ -128,7 +140,7 @@ impl SensorHealth {
         now: Millis,
         options: &HealthOptions,
     ) -> Vec<Finding> {
-        let id = reading.id.0.to_string();
+        let id = reading.id;
         let mut findings = Vec::new();
         if let Some(newest) = self.newest_read_at
             && newest.0 - reading.read_at.0 > options.out_of_order_ms
@@ -140,14 +152,14 @@ impl SensorHealth {
                     "measured {} ms before the newest reading of this sensor",
                     newest.0 - reading.read_at.0
                 ),
-                reading_ids: vec![id.clone()],
+                reading_ids: texts(&[id]),
             });
         }
         let in_order = self
             .newest_read_at
             .is_none_or(|newest| reading.read_at >= newest);
-        for (name, value) in &reading.values.0 {
-            let name = name.as_str();
+        for (metric, value) in &reading.values.0 {
+            let name = metric.as_str();
             let limit = match name {
                 "latitude" | "lat" => Some(90.0),
                 "longitude" | "lon" | "lng" if gps_sensor || name == "longitude" => Some(180.0),
@@ -160,15 +172,32 @@ impl SensorHealth {
                     check: "coordinates_out_of_range",
                     metric: Some(name.to_string()),
                     detail: format!("{value} is outside [-{limit}, {limit}]"),
-                    reading_ids: vec![id.clone()],
+                    reading_ids: texts(&[id]),
                 });
             }
             // Stuck and jump compare consecutive readings, so only in-order ones feed them.
             if !in_order {
                 continue;
             }
-            let track = self.metrics.entry(name.to_string()).or_default();
-            if !track.last_reading.is_empty() {
+            let track = match self
+                .metrics
+                .iter()
+                .position(|track| track.name.as_str() == name)
+            {
+                Some(index) => &mut self.metrics[index],
+                None => {
+                    self.metrics.push(MetricTrack {
+                        name: metric.clone(),
+                        last_value: 0.0,
+                        last_reading: None,
+                        run: Vec::new(),
+                        stuck_reported: false,
+                    });
+                    let last = self.metrics.len() - 1;
+                    &mut self.metrics[last]
+                }
+            };
+            if let Some(last_reading) = track.last_reading {
                 if let Some(step) = options.jump_steps.get(name)
                     && (value - track.last_value).abs() > *step
                 {
@@ -179,39 +208,36 @@ impl SensorHealth {
                             "changed by {} (allowed step {step})",
                             value - track.last_value
                         ),
-                        reading_ids: vec![track.last_reading.clone(), id.clone()],
+                        reading_ids: texts(&[last_reading, id]),
                     });
                 }
-                if *value == track.last_value {
-                    track.run.push(id.clone());
-                } else {
+                if *value != track.last_value {
                     track.run.clear();
-                    track.run.push(id.clone());
                     track.stuck_reported = false;
                 }
-            } else {
-                track.run.push(id.clone());
             }
+            track.run.push(id);
             if track.run.len() >= options.stuck_readings.max(2) && !track.stuck_reported {
                 track.stuck_reported = true;
                 findings.push(Finding {
                     check: "stuck_value",
                     metric: Some(name.to_string()),
                     detail: format!("{value} for {} consecutive readings", track.run.len()),
-                    reading_ids: std::mem::take(&mut track.run),
+                    reading_ids: texts(&track.run),
                 });
+                track.run.clear();
             }
             if track.stuck_reported {
                 // Keep the run counting without holding every id of a long run.
                 track.run.truncate(1);
             }
             track.last_value = *value;
-            track.last_reading = id.clone();
+            track.last_reading = Some(id);
         }
         if in_order {
             self.newest_read_at = Some(reading.read_at);
         } else if self.late.ids.len() < MAX_LATE_IDS {
-            self.late.ids.insert(id.clone());
+            self.late.ids.push(id);
             self.late.earliest = Some(
                 self.late
                     .earliest
@@ -228,24 +254,30 @@ impl SensorHealth {
         findings
     }
 
-    /// The status the recent window asks for (never decides decommissioned or offline).
-    pub fn fitness(&self, options: &HealthOptions) -> (HealthStatus, String) {
+    /// The status the recent window asks for (never decides decommissioned or offline), and
+    /// why. The reason is text only when the status is faulty: this runs for every reading,
+    /// and the common answer needs no allocation.
+    pub fn fitness(&self, options: &HealthOptions) -> (HealthStatus, Cow<'static, str>) {
         let total = self.window.len();
         let rejected = self.window.iter().filter(|(rejected, _)| *rejected).count();
         let findings = self.window.iter().filter(|(_, finding)| *finding).count();
         if total >= 5 && rejected as f64 / total as f64 > options.faulty_rejected_share {
             return (
                 HealthStatus::Faulty,
-                format!("{rejected} of the last {total} readings were rejected"),
+                Cow::Owned(format!(
+                    "{rejected} of the last {total} readings were rejected"
+                )),
             );
         }
         if findings >= options.faulty_findings.max(1) {
             return (
                 HealthStatus::Faulty,
-                format!("{findings} of the last {total} readings failed quality checks"),
+                Cow::Owned(format!(
+                    "{findings} of the last {total} readings failed quality checks"
+                )),
             );
         }
-        (HealthStatus::Online, "readings arrive".to_string())
+        (HealthStatus::Online, Cow::Borrowed("readings arrive"))
     }
 
     pub fn is_silent(&self, now: Millis, options: &HealthOptions) -> bool {
@@ -255,9 +287,10 @@ impl SensorHealth {
 
 /// The stuck and jump checks over a stored series in `read_at` order, reporting only findings
 /// that involve at least one of the `late` readings (the in-order ones were checked on ingest).
+/// `late` must be sorted.
 pub(crate) fn check_series(
     series: &[Reading],
-    late: &std::collections::HashSet<String>,
+    late: &[ReadingId],
     options: &HealthOptions,
 ) -> Vec<Finding> {
     let mut metrics: Vec<&str> = Vec::new();
@@ -268,9 +301,11 @@ pub(crate) fn check_series(
             }
         }
     }
+    debug_assert!(late.is_sorted(), "late reading ids must be sorted");
+    let is_late = |id: &ReadingId| late.binary_search(id).is_ok();
     let mut findings = Vec::new();
     for metric in metrics {
-        let points: Vec<(String, f64)> = series
+        let points: Vec<(ReadingId, f64)> = series
             .iter()
             .filter_map(|reading| {
                 reading
@@ -278,13 +313,13 @@ pub(crate) fn check_series(
                     .0
                     .iter()
                     .find(|(name, _)| name.as_str() == metric)
-                    .map(|(_, value)| (reading.id.0.to_string(), *value))
+                    .map(|(_, value)| (reading.id, *value))
             })
             .collect();
         if let Some(step) = options.jump_steps.get(metric) {
             for pair in points.windows(2) {
                 let ((before, a), (after, b)) = (&pair[0], &pair[1]);
-                if (b - a).abs() > *step && (late.contains(before) || late.contains(after)) {
+                if (b - a).abs() > *step && (is_late(before) || is_late(after)) {
                     findings.push(Finding {
                         check: "jump",
                         metric: Some(metric.to_string()),
@@ -292,7 +327,7 @@ pub(crate) fn check_series(
                             "changed by {} (allowed step {step}), found in read_at order",
                             b - a
                         ),
-                        reading_ids: vec![before.clone(), after.clone()],
+                        reading_ids: texts(&[*before, *after]),
                     });
                 }
             }
@@ -305,7 +340,7 @@ pub(crate) fn check_series(
                 end += 1;
             }
             let run = &points[start..end];
-            if run.len() >= need && run.iter().any(|(id, _)| late.contains(id)) {
+            if run.len() >= need && run.iter().any(|(id, _)| is_late(id)) {
                 findings.push(Finding {
                     check: "stuck_value",
                     metric: Some(metric.to_string()),
@@ -314,7 +349,7 @@ pub(crate) fn check_series(
                         run[0].1,
                         run.len()
                     ),
-                    reading_ids: run.iter().map(|(id, _)| id.clone()).collect(),
+                    reading_ids: run.iter().map(|(id, _)| id.0.to_string()).collect(),
                 });
             }
             start = end;

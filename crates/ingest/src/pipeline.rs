@@ -78,19 +78,28 @@ pub struct IncomingItem {
     pub payload: Payload,
 }
 
-/// A slice of a request body shared by all its items: a batch costs one copy of the body,
-/// not one per reading, and only a rejected item's text is ever copied out.
+/// The text quarantine keeps for an item if it is rejected. Either a slice of a request body
+/// shared by all its items (a batch costs one copy of the body, not one per reading, and only
+/// a rejected item's text is ever copied out), or, for a transport whose items have no text
+/// form (gRPC), a function that writes the text from the parsed reading, called only for a
+/// rejected item instead of for every reading.
 #[derive(Clone, Debug)]
-pub struct Payload {
-    body: Arc<str>,
-    range: std::ops::Range<usize>,
+pub struct Payload(PayloadText);
+
+#[derive(Clone, Debug)]
+enum PayloadText {
+    Part {
+        body: Arc<str>,
+        range: std::ops::Range<usize>,
+    },
+    WrittenFromReading(fn(&RawReading) -> String),
 }
 
 impl Payload {
     pub fn whole(text: impl Into<Arc<str>>) -> Payload {
         let body: Arc<str> = text.into();
         let range = 0..body.len();
-        Payload { body, range }
+        Payload(PayloadText::Part { body, range })
     }
 
     /// `part` must be a sub-slice of `body` (as serde's raw values and `str::lines` give).
@@ -99,17 +108,30 @@ impl Payload {
         let inside = start <= body.len() && start + part.len() <= body.len();
         debug_assert!(inside, "a payload must be a slice of its body");
         if inside {
-            Payload {
+            Payload(PayloadText::Part {
                 body: body.clone(),
                 range: start..start + part.len(),
-            }
+            })
         } else {
             Payload::whole(part)
         }
     }
 
-    pub fn as_str(&self) -> &str {
-        &self.body[self.range.clone()]
+    /// Text written by `write` from the parsed reading, only if the item is rejected. An item
+    /// whose reading did not parse must carry its text ([`Payload::whole`]) instead: without
+    /// a reading this payload's text is empty.
+    pub fn written_from_reading(write: fn(&RawReading) -> String) -> Payload {
+        Payload(PayloadText::WrittenFromReading(write))
+    }
+
+    /// The text quarantine keeps; `parsed` is the item's reading when it parsed.
+    pub fn text(&self, parsed: Option<&RawReading>) -> std::borrow::Cow<'_, str> {
+        match &self.0 {
+            PayloadText::Part { body, range } => std::borrow::Cow::Borrowed(&body[range.clone()]),
+            PayloadText::WrittenFromReading(write) => {
+                std::borrow::Cow::Owned(parsed.map(write).unwrap_or_default())
+            }
+        }
     }
 }
 
@@ -273,14 +295,16 @@ impl Pipeline {
         let mut batch = AppendBatch::default();
         let mut accepted_slots = Vec::new();
         for (index, item) in items.into_iter().enumerate() {
-            let checked = match item.parsed {
+            let checked = match &item.parsed {
                 Ok(raw) => {
                     let sensor = self.store.cached_sensor(&raw.sensor_id);
-                    let sensor_id = raw.sensor_id.clone();
                     validate_reading(raw, sensor.as_deref(), now)
-                        .map_err(|errors| (Some(sensor_id), errors))
+                        .map_err(|errors| (Some(raw.sensor_id.clone()), errors))
                 }
-                Err(error) => Err((sensor_id_hint(item.payload.as_str()), vec![error])),
+                Err(error) => Err((
+                    sensor_id_hint(&item.payload.text(None)),
+                    vec![error.clone()],
+                )),
             };
             match checked {
                 Ok(valid) => {
@@ -289,9 +313,10 @@ impl Pipeline {
                     outcomes.push(None);
                 }
                 Err((sensor_id, errors)) => {
+                    let payload = item.payload.text(item.parsed.as_ref().ok());
                     batch
                         .quarantine
-                        .push(quarantine_entry(sensor_id, &errors, item.payload));
+                        .push(quarantine_entry(sensor_id, &errors, &payload));
                     outcomes.push(Some(ItemOutcome::Rejected(errors)));
                 }
             }
@@ -388,7 +413,7 @@ impl Pipeline {
 fn quarantine_entry(
     sensor_id: Option<String>,
     errors: &[FieldError],
-    payload: Payload,
+    payload: &str,
 ) -> QuarantineEntry {
     let first = errors.first();
     QuarantineEntry {
@@ -405,7 +430,7 @@ fn quarantine_entry(
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join("; "),
-        payload: payload.as_str().to_string(),
+        payload: payload.to_string(),
     }
 }
 

@@ -23,8 +23,8 @@ pub use location_csv::{
     ImportKey, ImportRow, OPENFLIGHTS_COLUMNS, ParsedLocations, RowRejection, parse_locations_csv,
 };
 pub use reading::{
-    RawReading, ReadAtInput, Reading, ReadingValues, ValidReading, parse_raw_reading,
-    sensor_id_hint, validate_reading,
+    RawMetricName, RawReading, RawValues, ReadAtInput, Reading, ReadingValues, ValidReading,
+    parse_raw_reading, sensor_id_hint, validate_reading,
 };
 pub use sensor::{MetricSpec, Sensor, SensorInput};
 pub use statistics::{Summary, mean_and_stddev, parse_percentiles, percentile_of_sorted};

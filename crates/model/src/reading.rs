@@ -172,7 +172,7 @@ pub struct RawReading {
     #[serde(default)]
     pub location_id: Option<String>,
     pub read_at: ReadAtInput,
-    pub values: std::collections::BTreeMap<String, f64>,
+    pub values: RawValues,
     #[serde(default)]
     pub message_id: Option<String>,
 }
@@ -190,9 +190,103 @@ impl RawReading {
             sensor_id,
             location_id,
             read_at,
-            values: values.into_iter().collect(),
+            values: RawValues::from_pairs(
+                values
+                    .into_iter()
+                    .map(|(name, value)| (RawMetricName::of(name.into()), value)),
+            ),
             message_id,
         }
+    }
+}
+
+/// A metric name as sent. A valid name is kept as the shared [`MetricName`] of that text (the
+/// same few names arrive millions of times, so this costs no allocation); an invalid one keeps
+/// its text, so validation can report it with its path.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RawMetricName {
+    Valid(MetricName),
+    Invalid(String),
+}
+
+impl RawMetricName {
+    fn of(text: std::borrow::Cow<'_, str>) -> RawMetricName {
+        match MetricName::parse_interned(&text) {
+            Ok(name) => RawMetricName::Valid(name),
+            Err(_) => RawMetricName::Invalid(text.into_owned()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            RawMetricName::Valid(name) => name.as_str(),
+            RawMetricName::Invalid(text) => text,
+        }
+    }
+}
+
+/// A reading's values as sent, sorted by name; of a name sent twice the last value counts
+/// (as a JSON object read into a map). Serialized as a JSON object.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RawValues(Vec<(RawMetricName, f64)>);
+
+impl RawValues {
+    fn from_pairs(pairs: impl Iterator<Item = (RawMetricName, f64)>) -> RawValues {
+        let mut values: Vec<(RawMetricName, f64)> = pairs.collect();
+        // Stable, so of equal names the last sent stays last; keep its value.
+        values.sort_by(|left, right| left.0.as_str().cmp(right.0.as_str()));
+        values.dedup_by(|later, earlier| {
+            let same = later.0.as_str() == earlier.0.as_str();
+            if same {
+                earlier.1 = later.1;
+            }
+            same
+        });
+        RawValues(values)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&RawMetricName, &f64)> {
+        self.0.iter().map(|(name, value)| (name, value))
+    }
+}
+
+impl<'de> Deserialize<'de> for RawValues {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawValues;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("a map")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<RawValues, A::Error> {
+                let mut values = Vec::with_capacity(map.size_hint().unwrap_or(4));
+                while let Some(name) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    let value: f64 = map.next_value()?;
+                    values.push((RawMetricName::of(name), value));
+                }
+                Ok(RawValues::from_pairs(values.into_iter()))
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
+}
+
+impl Serialize for RawValues {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(name, value)| (name.as_str(), value)))
     }
 }
 
@@ -242,14 +336,19 @@ pub fn parse_raw_reading(json: &str) -> Result<RawReading, FieldError> {
 /// Checks every rule; `sensor` is the registered sensor with that id, if any. All problems
 /// are reported, not only the first.
 pub fn validate_reading(
-    raw: RawReading,
+    raw: &RawReading,
     sensor: Option<&Sensor>,
     now: Millis,
 ) -> Result<ValidReading, Vec<FieldError>> {
     let mut errors = Vec::new();
-    let sensor_id = SensorId::parse(&raw.sensor_id)
-        .map_err(|error| errors.push(error))
-        .ok();
+    let sensor_id = match sensor {
+        // The registered sensor's id is this very text and was checked when it was
+        // registered: share it instead of allocating a copy for every reading.
+        Some(known) if known.id.as_str() == raw.sensor_id => Some(known.id.clone()),
+        _ => SensorId::parse(&raw.sensor_id)
+            .map_err(|error| errors.push(error))
+            .ok(),
+    };
     let sensor = sensor.filter(|sensor| sensor.deleted_at.is_none());
     if sensor_id.is_some() && sensor.is_none() {
         errors.push(FieldError::new(
@@ -290,7 +389,7 @@ pub fn validate_reading(
         )),
         Ok(_) => {}
     }
-    let values = check_values(&raw, sensor, &mut errors);
+    let values = check_values(raw, sensor, &mut errors);
     let message_id = raw
         .message_id
         .as_deref()
@@ -331,20 +430,25 @@ fn check_values(
         ));
     }
     let mut values = Vec::with_capacity(raw.values.len());
-    for (name, value) in &raw.values {
+    for (sent, value) in raw.values.iter() {
+        let name = sent.as_str();
         let path = || format!("values.{name}");
         let declared = sensor
             .and_then(|sensor| sensor.metric(name))
             .map(|spec| spec.name.clone());
-        let metric = match declared.map_or_else(|| MetricName::parse_interned(name), Ok) {
-            Ok(metric) => metric,
-            Err(error) => {
-                errors.push(FieldError {
-                    path: path(),
-                    ..error
-                });
-                continue;
-            }
+        let metric = match (declared, sent) {
+            (Some(declared), _) => declared,
+            (None, RawMetricName::Valid(metric)) => metric.clone(),
+            (None, RawMetricName::Invalid(text)) => match MetricName::parse(text) {
+                Ok(metric) => metric,
+                Err(error) => {
+                    errors.push(FieldError {
+                        path: path(),
+                        ..error
+                    });
+                    continue;
+                }
+            },
         };
         if !value.is_finite() {
             errors.push(FieldError::new(
@@ -443,7 +547,7 @@ mod tests {
 
     #[test]
     fn a_valid_reading_takes_the_sensors_location() {
-        let valid = validate_reading(raw(base()), Some(&declared()), NOW).unwrap();
+        let valid = validate_reading(&raw(base()), Some(&declared()), NOW).unwrap();
         assert_eq!(valid.location_id.as_str(), "hangar-1");
         assert_eq!(valid.values.get("temperature"), Some(21.5));
     }
@@ -451,7 +555,7 @@ mod tests {
     #[test]
     fn a_reading_from_an_unknown_sensor_is_rejected() {
         assert_eq!(
-            reasons(validate_reading(raw(base()), None, NOW)),
+            reasons(validate_reading(&raw(base()), None, NOW)),
             [("sensor_id".to_string(), Reason::UnknownSensor)]
         );
     }
@@ -461,7 +565,7 @@ mod tests {
         let mut deleted = declared();
         deleted.deleted_at = Some(Millis(1));
         assert_eq!(
-            reasons(validate_reading(raw(base()), Some(&deleted), NOW)),
+            reasons(validate_reading(&raw(base()), Some(&deleted), NOW)),
             [("sensor_id".to_string(), Reason::UnknownSensor)]
         );
     }
@@ -470,7 +574,7 @@ mod tests {
     fn a_reading_naming_another_location_is_a_location_mismatch() {
         let reading = with("location_id", "hangar-2".into());
         assert_eq!(
-            reasons(validate_reading(reading, Some(&declared()), NOW)),
+            reasons(validate_reading(&reading, Some(&declared()), NOW)),
             [("location_id".to_string(), Reason::LocationMismatch)]
         );
     }
@@ -479,7 +583,7 @@ mod tests {
     fn a_reading_naming_its_own_location_is_accepted() {
         assert!(
             validate_reading(
-                with("location_id", "hangar-1".into()),
+                &with("location_id", "hangar-1".into()),
                 Some(&declared()),
                 NOW
             )
@@ -488,11 +592,46 @@ mod tests {
     }
 
     #[test]
-    fn a_non_finite_value_is_rejected() {
-        let mut reading = raw(base());
-        reading.values.insert("temperature".into(), f64::NAN);
+    fn values_are_sorted_by_name_and_a_name_sent_twice_keeps_its_last_value() {
+        let reading =
+            parse_raw_reading(r#"{"sensor_id":"a","read_at":1,"values":{"t":1,"b":2,"t":3}}"#)
+                .unwrap();
+        let values: Vec<(&str, f64)> = reading
+            .values
+            .iter()
+            .map(|(name, value)| (name.as_str(), *value))
+            .collect();
+        assert_eq!(values, [("b", 2.0), ("t", 3.0)]);
         assert_eq!(
-            reasons(validate_reading(reading, Some(&sensor(vec![])), NOW)),
+            serde_json::to_string(&reading.values).unwrap(),
+            r#"{"b":2.0,"t":3.0}"#
+        );
+    }
+
+    #[test]
+    fn an_invalid_metric_name_is_reported_with_its_path() {
+        let reading = with(
+            "values",
+            serde_json::json!({"bad name": 1.0, "temperature": 2.0}),
+        );
+        assert_eq!(
+            reasons(validate_reading(&reading, Some(&sensor(vec![])), NOW)),
+            [("values.bad name".to_string(), Reason::InvalidFormat)]
+        );
+    }
+
+    #[test]
+    fn a_non_finite_value_is_rejected() {
+        // JSON has no NaN; a transport building the raw form directly can send one.
+        let reading = RawReading::new(
+            "dev-1".into(),
+            None,
+            ReadAtInput::EpochMillis(NOW.0 - 1000),
+            [("temperature".to_string(), f64::NAN)],
+            None,
+        );
+        assert_eq!(
+            reasons(validate_reading(&reading, Some(&sensor(vec![])), NOW)),
             [("values.temperature".to_string(), Reason::NonFiniteValue)]
         );
     }
@@ -501,7 +640,7 @@ mod tests {
     fn a_value_outside_its_metrics_range_is_rejected() {
         let reading = with("values", serde_json::json!({"temperature": 85.1}));
         assert_eq!(
-            reasons(validate_reading(reading, Some(&declared()), NOW)),
+            reasons(validate_reading(&reading, Some(&declared()), NOW)),
             [("values.temperature".to_string(), Reason::OutOfRange)]
         );
     }
@@ -509,7 +648,7 @@ mod tests {
     #[test]
     fn a_value_on_the_range_bound_is_accepted() {
         let reading = with("values", serde_json::json!({"temperature": -40.0}));
-        assert!(validate_reading(reading, Some(&declared()), NOW).is_ok());
+        assert!(validate_reading(&reading, Some(&declared()), NOW).is_ok());
     }
 
     #[test]
@@ -519,7 +658,7 @@ mod tests {
             serde_json::json!({"temperature": 1.0, "humidity": 40.0}),
         );
         assert_eq!(
-            reasons(validate_reading(reading, Some(&declared()), NOW)),
+            reasons(validate_reading(&reading, Some(&declared()), NOW)),
             [("values.humidity".to_string(), Reason::UndeclaredMetric)]
         );
     }
@@ -527,14 +666,14 @@ mod tests {
     #[test]
     fn any_metric_is_accepted_when_the_sensor_declares_none() {
         let reading = with("values", serde_json::json!({"anything": 1.0}));
-        assert!(validate_reading(reading, Some(&sensor(vec![])), NOW).is_ok());
+        assert!(validate_reading(&reading, Some(&sensor(vec![])), NOW).is_ok());
     }
 
     #[test]
     fn a_reading_from_the_future_is_rejected() {
         let reading = with("read_at", (NOW.0 + MAX_FUTURE_SKEW_MS + 1).into());
         assert_eq!(
-            reasons(validate_reading(reading, Some(&declared()), NOW)),
+            reasons(validate_reading(&reading, Some(&declared()), NOW)),
             [("read_at".to_string(), Reason::InFuture)]
         );
     }
@@ -542,14 +681,14 @@ mod tests {
     #[test]
     fn a_reading_four_minutes_ahead_is_accepted_as_clock_skew() {
         let reading = with("read_at", (NOW.0 + 4 * 60 * 1000).into());
-        assert!(validate_reading(reading, Some(&declared()), NOW).is_ok());
+        assert!(validate_reading(&reading, Some(&declared()), NOW).is_ok());
     }
 
     #[test]
     fn a_reading_before_the_year_2000_is_rejected() {
         let reading = with("read_at", "1999-12-31T23:59:59Z".into());
         assert_eq!(
-            reasons(validate_reading(reading, Some(&declared()), NOW)),
+            reasons(validate_reading(&reading, Some(&declared()), NOW)),
             [("read_at".to_string(), Reason::TooOld)]
         );
     }
@@ -557,12 +696,12 @@ mod tests {
     #[test]
     fn read_at_in_rfc3339_and_epoch_millis_mean_the_same_instant() {
         let text = validate_reading(
-            with("read_at", "2025-06-15T15:06:39Z".into()),
+            &with("read_at", "2025-06-15T15:06:39Z".into()),
             Some(&declared()),
             NOW,
         );
         let millis = validate_reading(
-            with("read_at", 1_749_999_999_000i64.into()),
+            &with("read_at", 1_749_999_999_000i64.into()),
             Some(&declared()),
             NOW,
         );
@@ -573,7 +712,7 @@ mod tests {
     fn an_unparseable_read_at_is_an_invalid_format() {
         assert_eq!(
             reasons(validate_reading(
-                with("read_at", "yesterday".into()),
+                &with("read_at", "yesterday".into()),
                 Some(&declared()),
                 NOW
             )),
@@ -585,7 +724,7 @@ mod tests {
     fn empty_values_are_rejected() {
         assert_eq!(
             reasons(validate_reading(
-                with("values", serde_json::json!({})),
+                &with("values", serde_json::json!({})),
                 Some(&declared()),
                 NOW
             )),
@@ -600,7 +739,7 @@ mod tests {
             .collect();
         let reading = with("values", serde_json::Value::Object(many));
         assert_eq!(
-            reasons(validate_reading(reading, Some(&sensor(vec![])), NOW)),
+            reasons(validate_reading(&reading, Some(&sensor(vec![])), NOW)),
             [("values".to_string(), Reason::TooLong)]
         );
     }
@@ -609,7 +748,7 @@ mod tests {
     fn an_oversize_message_id_is_rejected() {
         let reading = with("message_id", "m".repeat(129).into());
         assert_eq!(
-            reasons(validate_reading(reading, Some(&declared()), NOW)),
+            reasons(validate_reading(&reading, Some(&declared()), NOW)),
             [("message_id".to_string(), Reason::TooLong)]
         );
     }
@@ -618,7 +757,7 @@ mod tests {
     fn an_oversize_sensor_id_is_rejected() {
         let reading = with("sensor_id", "s".repeat(129).into());
         assert_eq!(
-            reasons(validate_reading(reading, None, NOW)),
+            reasons(validate_reading(&reading, None, NOW)),
             [("sensor_id".to_string(), Reason::TooLong)]
         );
     }
@@ -678,7 +817,7 @@ mod tests {
             "sensor_id": "dev-1", "location_id": "elsewhere", "read_at": "1990-01-01T00:00:00Z",
             "values": {"temperature": 100.0}
         }));
-        let paths: Vec<_> = reasons(validate_reading(reading, Some(&declared()), NOW))
+        let paths: Vec<_> = reasons(validate_reading(&reading, Some(&declared()), NOW))
             .into_iter()
             .map(|(path, _)| path)
             .collect();
@@ -687,7 +826,7 @@ mod tests {
 
     #[test]
     fn values_survive_the_round_trip_through_stored_json() {
-        let values = validate_reading(raw(base()), Some(&declared()), NOW)
+        let values = validate_reading(&raw(base()), Some(&declared()), NOW)
             .unwrap()
             .values;
         assert_eq!(ReadingValues::from_json(&values.to_json()), Some(values));

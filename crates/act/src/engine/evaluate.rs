@@ -59,11 +59,18 @@ impl Engine {
             readings.sort_by(|a, b| {
                 (&a.sensor_id, a.read_at, a.id.0).cmp(&(&b.sensor_id, b.read_at, b.id.0))
             });
+            // Sorted by sensor, so the registry is asked once per sensor of the batch, not
+            // once per reading.
+            let mut sensor: Option<std::sync::Arc<audrey_model::Sensor>> = None;
+            let mut sensor_of: Option<&str> = None;
             for reading in readings {
                 let sensor_id = reading.sensor_id.as_str();
-                let sensor = self.registry.cached_sensor(sensor_id);
+                if sensor_of != Some(sensor_id) {
+                    sensor = self.registry.cached_sensor(sensor_id);
+                    sensor_of = Some(sensor_id);
+                }
                 let kind = sensor.as_ref().map(|sensor| sensor.kind.as_str());
-                let gps = kind.is_some_and(|kind| kind.to_ascii_lowercase().contains("gps"));
+                let gps = kind.is_some_and(names_gps);
                 let interval = sensor
                     .as_ref()
                     .and_then(|sensor| sensor.expected_interval_seconds);
@@ -201,6 +208,13 @@ fn hold_forever(marker: &std::path::Path) -> ! {
     }
 }
 
+/// A sensor kind naming GPS in any letter case ("gps", "GPS-tracker", ...).
+fn names_gps(kind: &str) -> bool {
+    kind.as_bytes()
+        .windows(3)
+        .any(|window| window.eq_ignore_ascii_case(b"gps"))
+}
+
 fn health_of<'a>(
     state: &'a mut State,
     sensor_id: &str,
@@ -208,16 +222,22 @@ fn health_of<'a>(
     now: Millis,
     options: &HealthOptions,
 ) -> &'a mut SensorHealth {
-    state
-        .sensors
-        .entry(sensor_id.to_string())
-        .or_insert_with(|| {
+    // Looked up by `&str` first: the owned key is made only for a sensor seen the first time,
+    // not for every reading.
+    if !state.sensors.contains_key(sensor_id) {
+        state.sensors.insert(
+            sensor_id.to_string(),
             SensorHealth::new(
                 None,
                 now,
                 interval.unwrap_or(options.default_interval_seconds),
-            )
-        })
+            ),
+        );
+    }
+    state
+        .sensors
+        .get_mut(sensor_id)
+        .expect("the sensor's health was just inserted")
 }
 
 fn update_fitness(
@@ -237,7 +257,7 @@ fn update_fitness(
                 "a reading arrived".to_string()
             }
             None => "first reading".to_string(),
-            _ => reason,
+            _ => reason.into_owned(),
         };
         transition(health, sensor_id, wanted, reason, now, changes);
     }
@@ -287,7 +307,8 @@ fn evaluate(
     changes: &mut Changes,
     new_commands: &mut Vec<Command>,
 ) {
-    let reading_id = reading.id.0.to_string();
+    // Text only when an alert is raised or cleared, not for every evaluation.
+    let reading_id = || Some(reading.id.0.to_string());
     match &rule.check {
         Check::NoData { .. } => {
             if state
@@ -301,7 +322,7 @@ fn evaluate(
                     rule,
                     reading.sensor_id.as_str(),
                     alert_id,
-                    Some(reading_id),
+                    reading_id(),
                     now,
                     changes,
                 );
@@ -325,7 +346,7 @@ fn evaluate(
                             rule,
                             reading.sensor_id.as_str(),
                             alert_id,
-                            Some(reading_id),
+                            reading_id(),
                             now,
                             changes,
                         );
@@ -343,7 +364,7 @@ fn evaluate(
                         state.pending_since = None;
                         let sensor_id = reading.sensor_id.as_str();
                         let alert_id =
-                            raise(rule, sensor_id, Some(reading_id), Some(value), now, changes);
+                            raise(rule, sensor_id, reading_id(), Some(value), now, changes);
                         if let Some(action) = &rule.input.action {
                             let command = Command {
                                 id: uuid::Uuid::now_v7().to_string(),

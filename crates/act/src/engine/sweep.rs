@@ -41,7 +41,9 @@ impl Engine {
         };
         let mut changes = Changes::default();
         let mut published = 0;
-        for (sensor_id, late, interval_ms) in pending {
+        for (sensor_id, mut late, interval_ms) in pending {
+            late.ids.sort_unstable();
+            late.ids.dedup();
             let (Some(earliest), Some(latest)) = (late.earliest, late.latest) else {
                 continue;
             };

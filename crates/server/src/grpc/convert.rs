@@ -12,15 +12,15 @@ fn non_empty(text: String) -> Option<String> {
 }
 
 /// The JSON text quarantine keeps for a protobuf reading, written straight from borrowed
-/// fields: every reading pays for this text (it is needed if the pipeline rejects it), so it
-/// is built without an intermediate `serde_json::Value` tree. Keys in alphabetical order.
+/// fields (no intermediate `serde_json::Value` tree). Keys in alphabetical order; an unset
+/// location or message id is `""`, as protobuf sent it.
 #[derive(serde::Serialize)]
-struct QuarantineText<'a> {
+struct QuarantineText<'a, V: serde::Serialize> {
     location_id: &'a str,
     message_id: &'a str,
     read_at: Option<ReadAtText<'a>>,
     sensor_id: &'a str,
-    values: SortedValues<'a>,
+    values: V,
 }
 
 #[derive(serde::Serialize)]
@@ -28,6 +28,15 @@ struct QuarantineText<'a> {
 enum ReadAtText<'a> {
     Millis(i64),
     Text(&'a str),
+}
+
+impl<'a> ReadAtText<'a> {
+    fn of(read_at: &'a ReadAtInput) -> ReadAtText<'a> {
+        match read_at {
+            ReadAtInput::EpochMillis(millis) => ReadAtText::Millis(*millis),
+            ReadAtInput::Text(text) => ReadAtText::Text(text),
+        }
+    }
 }
 
 /// A reading's values as a JSON object with sorted keys, so the text is stable.
@@ -41,7 +50,7 @@ impl serde::Serialize for SortedValues<'_> {
     }
 }
 
-impl QuarantineText<'_> {
+impl<V: serde::Serialize> QuarantineText<'_, V> {
     fn to_json(&self) -> String {
         // Serialising borrowed strings and finite-or-not f64s cannot fail (non-finite
         // numbers are written as null, as serde_json does).
@@ -49,43 +58,54 @@ impl QuarantineText<'_> {
     }
 }
 
-/// A protobuf reading as a pipeline item; its JSON form is what quarantine keeps.
+/// The quarantine text of a protobuf reading that parsed, written from the parsed form only
+/// when the pipeline rejects it: the same text as the message's fields would give (its values
+/// are already sorted by name).
+fn quarantine_text(raw: &RawReading) -> String {
+    QuarantineText {
+        location_id: raw.location_id.as_deref().unwrap_or(""),
+        message_id: raw.message_id.as_deref().unwrap_or(""),
+        read_at: Some(ReadAtText::of(&raw.read_at)),
+        sensor_id: &raw.sensor_id,
+        values: &raw.values,
+    }
+    .to_json()
+}
+
+/// A protobuf reading as a pipeline item. Its quarantine text is written only if it is
+/// rejected; every reading paid for it when it was built here for all of them.
 pub(crate) fn incoming(input: v1::ReadingInput) -> IncomingItem {
     let read_at = match input.read_time {
-        Some(v1::reading_input::ReadTime::ReadAtMs(millis)) => {
-            Some(ReadAtInput::EpochMillis(millis))
+        Some(v1::reading_input::ReadTime::ReadAtMs(millis)) => ReadAtInput::EpochMillis(millis),
+        Some(v1::reading_input::ReadTime::ReadAt(text)) => ReadAtInput::Text(text),
+        None => {
+            let payload = QuarantineText {
+                location_id: &input.location_id,
+                message_id: &input.message_id,
+                read_at: None,
+                sensor_id: &input.sensor_id,
+                values: SortedValues(&input.values),
+            }
+            .to_json();
+            return IncomingItem {
+                parsed: Err(FieldError::new(
+                    "read_at",
+                    Reason::MissingField,
+                    "set read_at_ms or read_at",
+                )),
+                payload: Payload::whole(payload),
+            };
         }
-        Some(v1::reading_input::ReadTime::ReadAt(text)) => Some(ReadAtInput::Text(text)),
-        None => None,
     };
-    let payload = QuarantineText {
-        location_id: &input.location_id,
-        message_id: &input.message_id,
-        read_at: read_at.as_ref().map(|read_at| match read_at {
-            ReadAtInput::EpochMillis(millis) => ReadAtText::Millis(*millis),
-            ReadAtInput::Text(text) => ReadAtText::Text(text),
-        }),
-        sensor_id: &input.sensor_id,
-        values: SortedValues(&input.values),
-    }
-    .to_json();
-    let parsed = match read_at {
-        Some(read_at) => Ok(RawReading::new(
+    IncomingItem {
+        parsed: Ok(RawReading::new(
             input.sensor_id,
             non_empty(input.location_id),
             read_at,
             input.values,
             non_empty(input.message_id),
         )),
-        None => Err(FieldError::new(
-            "read_at",
-            Reason::MissingField,
-            "set read_at_ms or read_at",
-        )),
-    };
-    IncomingItem {
-        parsed,
-        payload: Payload::whole(payload),
+        payload: Payload::written_from_reading(quarantine_text),
     }
 }
 
@@ -337,7 +357,7 @@ mod tests {
             message_id: "m\"1".into(),
         };
         let item = incoming(input);
-        let text = item.payload.as_str();
+        let text = &*item.payload.text(item.parsed.as_ref().ok());
         assert_eq!(
             text,
             r#"{"location_id":"","message_id":"m\"1","read_at":"2024-01-01T00:00:00Z","sensor_id":"dev-1","values":{"a":-2.0,"t":1.5}}"#
@@ -348,9 +368,10 @@ mod tests {
             read_time: Some(v1::reading_input::ReadTime::ReadAtMs(7)),
             ..Default::default()
         });
-        assert!(without_time.payload.as_str().contains(r#""read_at":7"#));
+        let text = without_time.payload.text(without_time.parsed.as_ref().ok());
+        assert!(text.contains(r#""read_at":7"#));
         let missing = incoming(v1::ReadingInput::default());
-        assert!(missing.payload.as_str().contains(r#""read_at":null"#));
+        assert!(missing.payload.text(None).contains(r#""read_at":null"#));
         assert!(missing.parsed.is_err());
     }
 }

@@ -8,9 +8,12 @@
 //! answered as another's duplicates. Everything is computed from the numbers alone, so a request
 //! that must be resent is simply built again, identical down to its message ids.
 //!
-//! Requests are built just before they are sent rather than all up front: the largest default
-//! cells hold ten million readings, more than fits comfortably in memory. Building a batch of a
-//! thousand costs well under a millisecond, a few per cent of what the server spends on it.
+//! Batched requests of a scenario with at most [`PREPARED_READINGS_AT_MOST`] readings are built
+//! before its clock starts ([`ScenarioLoad::prepare`]): the load generator shares the cores with
+//! the server, so building them while timed would take CPU from the server being measured. A
+//! larger scenario (the largest default cells hold ten million readings, more than fits
+//! comfortably in memory) builds each request just before it is sent, as does a request sent
+//! again after an overload.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -26,6 +29,33 @@ use crate::wire::{ReadAt, ReadingBody};
 
 /// Readings end this long before the scenario starts, comfortably inside the accepted window.
 const READ_AT_MARGIN_MS: i64 = 60_000;
+
+/// Most readings a scenario builds before its clock starts: 2,000,000 readings are ~250 MB as
+/// JSON bodies and ~600 MB as protobuf messages.
+pub const PREPARED_READINGS_AT_MOST: u64 = 2_000_000;
+
+/// One worker's requests, built before the clock; `None` where a request must be built when
+/// sent (a batch already handed over, or a scenario too large to prepare).
+#[derive(Debug, Default)]
+pub struct PreparedRequests {
+    batches: Vec<Option<ReadingBatch>>,
+    bodies: Vec<Bytes>,
+}
+
+impl PreparedRequests {
+    /// Request `request`'s protobuf batch, given up to the caller (it is sent once; a resend
+    /// builds it again, identical).
+    pub fn take_batch(&mut self, request: u64) -> Option<ReadingBatch> {
+        self.batches
+            .get_mut(request as usize)
+            .and_then(Option::take)
+    }
+
+    /// Request `request`'s JSON body (a cheap shared handle: a retry sends the same bytes).
+    pub fn body(&self, request: u64) -> Option<Bytes> {
+        self.bodies.get(request as usize).cloned()
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct ScenarioLoad {
@@ -117,6 +147,37 @@ impl ScenarioLoad {
             atomic: false,
             batch_id,
         }
+    }
+
+    /// Builds one worker's batched requests before the clock starts, when the scenario is
+    /// small enough (see [`PREPARED_READINGS_AT_MOST`]); single-reading requests are not
+    /// prepared (building one costs little next to its round trip).
+    pub fn prepare(
+        &self,
+        worker: usize,
+        workers: usize,
+        grpc: bool,
+    ) -> anyhow::Result<PreparedRequests> {
+        let total = workers as u64 * self.requests_per_worker * self.readings_per_request;
+        if self.readings_per_request < 2 || total > PREPARED_READINGS_AT_MOST {
+            return Ok(PreparedRequests::default());
+        }
+        let requests = 0..self.requests_per_worker;
+        Ok(if grpc {
+            PreparedRequests {
+                batches: requests
+                    .map(|request| Some(self.proto_batch(worker, request, request)))
+                    .collect(),
+                bodies: Vec::new(),
+            }
+        } else {
+            PreparedRequests {
+                batches: Vec::new(),
+                bodies: requests
+                    .map(|request| self.json_body(worker, request, false))
+                    .collect::<anyhow::Result<_>>()?,
+            }
+        })
     }
 
     /// The body of `POST /api/v1/readings`: one JSON object when `single`, else an array.
@@ -213,6 +274,26 @@ mod tests {
         let items = batch.as_array().unwrap();
         assert_eq!(items.len(), 3);
         assert_eq!(items[2]["message_id"], "m1-3-5");
+    }
+
+    #[test]
+    fn prepared_requests_are_the_ones_built_when_sent() {
+        let load = load(2, 3, 10);
+        let mut batches = load.prepare(1, 2, true).unwrap();
+        assert_eq!(batches.take_batch(2), Some(load.proto_batch(1, 2, 2)));
+        assert_eq!(
+            batches.take_batch(2),
+            None,
+            "a prepared batch is handed over once"
+        );
+        let bodies = load.prepare(1, 2, false).unwrap();
+        assert_eq!(
+            bodies.body(0).unwrap(),
+            load.json_body(1, 0, false).unwrap()
+        );
+        assert_eq!(bodies.body(0), bodies.body(0), "a body is kept for a retry");
+        let single = ScenarioLoad::new(Arc::new(vec!["s".into()]), 1, 3, 1, NOW_MS, "p".into());
+        assert!(single.prepare(0, 1, false).unwrap().body(0).is_none());
     }
 
     #[test]

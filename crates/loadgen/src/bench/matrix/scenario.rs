@@ -1,7 +1,8 @@
 //! One cell of the matrix over one transport: connect, start every worker together, time them,
 //! add up their tallies.
 //!
-//! Every transport but the gRPC stream works the same way: each worker sends its requests one
+//! Batched requests are built before the clock when the scenario is small enough
+//! ([`ScenarioLoad::prepare`]). Every transport but the gRPC stream works the same way: each worker sends its requests one
 //! after another and waits for each answer, so one loop ([`send_one_at_a_time`]) serves them all
 //! and only "how to send request `r`" differs. Connections are opened before the clock starts;
 //! workers wait at a barrier so the clock starts when the last of them is ready.
@@ -19,7 +20,7 @@ use tokio::task::JoinSet;
 
 use crate::api_client::ApiClient;
 use crate::bench::matrix::Transport;
-use crate::bench::matrix::load::ScenarioLoad;
+use crate::bench::matrix::load::{PreparedRequests, ScenarioLoad};
 use crate::bench::matrix::stream::stream_worker;
 use crate::bench::report::Tally;
 use crate::delivery::{Delivery, RetryPolicy, StopSignal, StopSwitch, deliver, stop_pair};
@@ -98,8 +99,11 @@ pub async fn run_scenario(
             Connections::Grpc(grpc) => {
                 let grpc = grpc.clone();
                 tasks.spawn(async move {
+                    // Built before the barrier, so before the clock; an error is reported only
+                    // after it, so no worker leaves the others waiting.
+                    let prepared = context.plan.load.prepare(worker, workers, true);
                     ready.wait().await;
-                    grpc_worker(&grpc, worker, context).await
+                    grpc_worker(&grpc, worker, context, prepared?).await
                 });
             }
             Connections::Http {
@@ -109,8 +113,9 @@ pub async fn run_scenario(
                 let client = client.clone();
                 let connections = Arc::clone(connections);
                 tasks.spawn(async move {
+                    let prepared = context.plan.load.prepare(worker, workers, false);
                     ready.wait().await;
-                    http_worker(&client, &connections, worker, context).await
+                    http_worker(&client, &connections, worker, context, prepared?).await
                 });
             }
         }
@@ -128,6 +133,7 @@ async fn grpc_worker(
     grpc: &GrpcConnections,
     worker: usize,
     context: WorkerContext,
+    mut prepared: PreparedRequests,
 ) -> anyhow::Result<Tally> {
     let load = &context.plan.load;
     match context.plan.transport {
@@ -150,10 +156,13 @@ async fn grpc_worker(
             let client = grpc.ingest(worker);
             send_one_at_a_time(&context, |request| {
                 let client = client.clone();
+                let mut prepared = prepared.take_batch(request);
                 call_until_answered(
                     move || {
                         let mut client = client.clone();
-                        let batch = load.proto_batch(worker, request, request);
+                        let batch = prepared
+                            .take()
+                            .unwrap_or_else(|| load.proto_batch(worker, request, request));
                         async move { client.send_batch(batch).await }
                     },
                     move |ack| judge_batch_ack(ack, request),
@@ -161,7 +170,9 @@ async fn grpc_worker(
             })
             .await
         }
-        Transport::GrpcStream => stream_worker(grpc.ingest(worker), worker, &context).await,
+        Transport::GrpcStream => {
+            stream_worker(grpc.ingest(worker), worker, &context, prepared).await
+        }
         Transport::HttpSingle | Transport::HttpBatch => {
             anyhow::bail!("an HTTP transport was given gRPC connections")
         }
@@ -173,14 +184,16 @@ async fn http_worker(
     connections: &Semaphore,
     worker: usize,
     context: WorkerContext,
+    prepared: PreparedRequests,
 ) -> anyhow::Result<Tally> {
     let single = context.plan.transport == Transport::HttpSingle;
     let load = &context.plan.load;
     let stop_signal = context.stop_signal.clone();
     send_one_at_a_time(&context, |request| {
         let mut stop_signal = stop_signal.clone();
+        let prepared = prepared.body(request);
         async move {
-            let body = match load.json_body(worker, request, single) {
+            let body = match prepared.map_or_else(|| load.json_body(worker, request, single), Ok) {
                 Ok(body) => body,
                 Err(error) => return lost(format!("{error:#}")),
             };

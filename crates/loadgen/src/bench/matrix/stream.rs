@@ -22,6 +22,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 use tonic::codec::Streaming;
 
+use crate::bench::matrix::load::PreparedRequests;
 use crate::bench::matrix::scenario::{WorkerContext, judge_batch_ack};
 use crate::bench::report::Tally;
 use crate::delivery::Delivery;
@@ -37,6 +38,8 @@ struct Window<'a> {
     context: &'a WorkerContext,
     unacknowledged: VecDeque<(u64, Instant)>,
     next_request: u64,
+    /// Batches built before the clock, each handed to the call once.
+    prepared: PreparedRequests,
 }
 
 /// How one call ended.
@@ -49,12 +52,15 @@ enum CallEnd {
 }
 
 impl Window<'_> {
-    fn batch(&self, request: u64) -> ReadingBatch {
-        // The batch id is the request number: unique on this stream and easy to check.
-        self.context
-            .plan
-            .load
-            .proto_batch(self.worker, request, request)
+    fn batch(&mut self, request: u64) -> ReadingBatch {
+        // The batch id is the request number: unique on this stream and easy to check. A
+        // batch sent again on a new call is built again, identical.
+        self.prepared.take_batch(request).unwrap_or_else(|| {
+            self.context
+                .plan
+                .load
+                .proto_batch(self.worker, request, request)
+        })
     }
 
     /// Sends batches until the window is full or the worker has none left. Returns `false` when
@@ -113,6 +119,7 @@ pub async fn stream_worker(
     mut client: IngestClient,
     worker: usize,
     context: &WorkerContext,
+    prepared: PreparedRequests,
 ) -> anyhow::Result<Tally> {
     let mut tally = Tally::new()?;
     let mut window = Window {
@@ -120,6 +127,7 @@ pub async fn stream_worker(
         context,
         unacknowledged: VecDeque::with_capacity(UNACKNOWLEDGED_BATCHES_AT_MOST),
         next_request: 0,
+        prepared,
     };
     loop {
         match one_call(&mut client, &mut window, &mut tally).await {
