@@ -39,6 +39,7 @@ mod import;
 mod partitions;
 mod readings;
 mod registry;
+mod rollups;
 mod schema;
 mod staged;
 mod stats;
@@ -91,6 +92,7 @@ pub struct PostgresStore {
     sensors: RwLock<HashMap<Arc<str>, Arc<Sensor>>>,
     last_upkeep: Mutex<Option<Instant>>,
     last_fold: Mutex<Option<Instant>>,
+    last_rollup_fold: Mutex<Option<Instant>>,
 }
 
 impl PostgresStore {
@@ -112,6 +114,7 @@ impl PostgresStore {
             sensors: RwLock::new(HashMap::new()),
             last_upkeep: Mutex::new(None),
             last_fold: Mutex::new(None),
+            last_rollup_fold: Mutex::new(None),
         };
         store.block_on(async {
             let mut client = store.client().await?;
@@ -233,7 +236,8 @@ impl crate::Store for PostgresStore {
 
     fn maintain(&self) -> Result<(), StoreError> {
         self.upkeep_if_due()?;
-        self.fold_counters_if_due()
+        self.fold_counters_if_due()?;
+        self.fold_rollups_if_due()
     }
 
     fn ready(&self) -> Result<(), StoreError> {
