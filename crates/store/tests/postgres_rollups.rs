@@ -16,8 +16,8 @@ use std::collections::BTreeMap;
 use audrey_model::{LocationId, MessageId, MetricName, Millis, ReadingValues, SensorId};
 use audrey_model::{Summary, ValidReading};
 use audrey_store::{
-    AggregateQuery, Aggregation, AppendBatch, GroupBy, PostgresOptions, PostgresStore,
-    StatsQuery, Store,
+    AggregateQuery, Aggregation, AppendBatch, GroupBy, PostgresOptions, PostgresStore, StatsQuery,
+    Store,
 };
 
 use harness::{BASE, DAY, RECEIVED, fleet};
@@ -198,7 +198,11 @@ fn check_summary(summary: &Summary, values: &[f64], what: &str) {
         (count, min, max),
         "{what}"
     );
-    assert!(close(summary.mean, mean), "{what}: {} vs {mean}", summary.mean);
+    assert!(
+        close(summary.mean, mean),
+        "{what}: {} vs {mean}",
+        summary.mean
+    );
     match (summary.stddev, stddev) {
         (Some(got), Some(want)) => assert!(close(got, want), "{what}: {got} vs {want}"),
         (None, None) => {}
@@ -295,7 +299,11 @@ fn check(store: &dyn Store, model: &[ValidReading], from: Option<i64>, to: Optio
             }
             let answer = store.aggregate_readings(&query).unwrap();
             let starts: Vec<i64> = answer.iter().map(|bucket| bucket.start.0).collect();
-            assert_eq!(starts, buckets.keys().copied().collect::<Vec<_>>(), "{query:?}");
+            assert_eq!(
+                starts,
+                buckets.keys().copied().collect::<Vec<_>>(),
+                "{query:?}"
+            );
             for (bucket, values) in answer.iter().zip(buckets.values()) {
                 let (count, min, max, mean, stddev) = expected(values);
                 let got: Vec<Option<f64>> = bucket.values.clone();

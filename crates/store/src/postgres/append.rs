@@ -126,12 +126,12 @@ impl PostgresStore {
                     )
                 );
                 let result: Result<(), tokio_postgres::Error> = match (began, written) {
-                    (Ok(()), Ok((outcomes, deltas, rollup))) => match commit_with(client, &deltas, &rollup)
-                        .await
-                    {
-                        Ok(()) => return Ok(outcomes),
-                        Err(error) => Err(error),
-                    },
+                    (Ok(()), Ok((outcomes, deltas, rollup))) => {
+                        match commit_with(client, &deltas, &rollup).await {
+                            Ok(()) => return Ok(outcomes),
+                            Err(error) => Err(error),
+                        }
+                    }
                     (Err(error), _) | (_, Err(error)) => Err(error),
                 };
                 let Err(error) = result else {

@@ -302,10 +302,7 @@ impl PostgresStore {
             .await
             .map_err(from_pg)?;
         transaction
-            .execute(
-                "DELETE FROM reading_rollups WHERE hour < $1",
-                &[&cutoff.0],
-            )
+            .execute("DELETE FROM reading_rollups WHERE hour < $1", &[&cutoff.0])
             .await
             .map_err(from_pg)?;
         transaction.commit().await.map_err(from_pg)?;
@@ -327,12 +324,17 @@ mod tests {
 
     #[test]
     fn merged_moments_equal_the_moments_of_all_values() {
-        let values: Vec<f64> = (0..97).map(|i| 1.0e6 + ((i * 7919) % 1000) as f64 * 0.37).collect();
+        let values: Vec<f64> = (0..97)
+            .map(|i| 1.0e6 + ((i * 7919) % 1000) as f64 * 0.37)
+            .collect();
         let whole = of(&values);
         let mut parts = of(&values[..10]);
         parts.merge(&of(&values[10..50]));
         parts.merge(&of(&values[50..]));
-        assert_eq!((parts.n, parts.low, parts.high), (whole.n, whole.low, whole.high));
+        assert_eq!(
+            (parts.n, parts.low, parts.high),
+            (whole.n, whole.low, whole.high)
+        );
         let mean = values.iter().sum::<f64>() / values.len() as f64;
         let m2: f64 = values.iter().map(|v| (v - mean) * (v - mean)).sum();
         assert!((parts.m2 - m2).abs() <= 1e-9 * m2, "{} vs {m2}", parts.m2);

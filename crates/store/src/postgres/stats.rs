@@ -244,7 +244,12 @@ fn parts_sql(
         for (from, to) in &split.raw {
             let mut range = "true".to_string();
             if let Some(from) = from {
-                push(&mut range, parameters, " AND r.read_at >= ?", Box::new(*from));
+                push(
+                    &mut range,
+                    parameters,
+                    " AND r.read_at >= ?",
+                    Box::new(*from),
+                );
             }
             if let Some(to) = to {
                 push(&mut range, parameters, " AND r.read_at < ?", Box::new(*to));
@@ -407,7 +412,9 @@ impl PostgresStore {
         let grouping = |alias: &str| {
             let column = if alias == "r" { "read_at" } else { "hour" };
             (
-                format!("{alias}.{column} - (({alias}.{column} % $2::bigint) + $2::bigint) % $2::bigint"),
+                format!(
+                    "{alias}.{column} - (({alias}.{column} % $2::bigint) + $2::bigint) % $2::bigint"
+                ),
                 String::new(),
             )
         };
@@ -451,10 +458,7 @@ impl PostgresStore {
             .collect()
     }
 
-    fn compute_buckets_raw(
-        &self,
-        query: &AggregateQuery,
-    ) -> Result<Vec<Bucket>, StoreError> {
+    fn compute_buckets_raw(&self, query: &AggregateQuery) -> Result<Vec<Bucket>, StoreError> {
         let width = query.bucket_ms.max(1);
         let mut parameters: Parameters =
             vec![Box::new(query.metric.as_str().to_string()), Box::new(width)];
