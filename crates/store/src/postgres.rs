@@ -21,7 +21,10 @@
 //!   they share no row lock but the dedup keys they have in common (`append`).
 //! - Per-sensor counters are appended as deltas by each append and folded into
 //!   `sensor_counters` by maintenance; a read sums both (`counters`).
-//! - Statistics and time buckets are computed by the server (`stats`); radius searches take a
+//! - Each append also writes one rollup delta row (per-hour count, sum, min, max, m2 of the
+//!   groups it stored); maintenance merges deltas into hourly `reading_rollups` (`rollups`).
+//! - Statistics and time buckets are computed by the server (`stats`), from rollups and
+//!   deltas for whole hours and raw rows for edge hours and percentiles; radius searches take a
 //!   latitude/longitude box from SQL and decide with the shared haversine in Rust (`geo`), so
 //!   both backends answer the same. Staged changes finish once by a conditional UPDATE.
 //!
