@@ -461,3 +461,25 @@ fn retention_forgets_the_rollups_of_dropped_days() {
     store.fold_rollups().unwrap();
     check(&store, &kept, None, None);
 }
+
+#[test]
+fn a_backlog_of_many_batches_is_merged_over_several_fold_transactions() {
+    let Some(fixture) = Fixture::new() else {
+        return;
+    };
+    let store = fixture.open();
+    fleet(&store);
+    let mut random = Lcg(19);
+    let start = BASE + 40 * HOUR;
+    let model = generate(&mut random, start, 3, 500);
+    // 250 batches: more delta rows than one fold transaction takes.
+    for part in model.chunks(2) {
+        append(&store, part);
+    }
+    assert_eq!(count_rows(&fixture.url, "reading_rollup_deltas"), 250);
+    store.fold_rollups().unwrap();
+    assert_eq!(count_rows(&fixture.url, "reading_rollup_deltas"), 0);
+    for (from, to) in ranges(start) {
+        check(&store, &model, from, to);
+    }
+}

@@ -27,10 +27,11 @@ use crate::StoreError;
 pub(crate) const HOUR_MS: i64 = 3_600_000;
 /// How often maintenance merges deltas (as often as counter deltas are folded).
 const FOLD_INTERVAL: Duration = Duration::from_secs(1);
-/// Delta rows (one per ingest transaction) merged per fold transaction.
-const FOLD_BATCH: i64 = 500;
+/// Delta rows (one per ingest transaction, up to a few thousand groups each) merged per fold
+/// transaction: bounds the memory a fold holds.
+const FOLD_BATCH: i64 = 100;
 /// Fold transactions per maintenance pass at most, so a backlog cannot stall maintenance.
-const FOLDS_PER_PASS: usize = 20;
+const FOLDS_PER_PASS: usize = 50;
 /// An arbitrary constant naming the rollup merge among advisory locks ("ROLLUP").
 const ROLLUP_LOCK: i64 = 0x524f_4c4c_5550;
 
