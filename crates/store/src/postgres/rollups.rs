@@ -25,8 +25,10 @@ use super::{PostgresStore, poisoned};
 use crate::StoreError;
 
 pub(crate) const HOUR_MS: i64 = 3_600_000;
-/// How often maintenance merges deltas (as often as counter deltas are folded).
-const FOLD_INTERVAL: Duration = Duration::from_secs(1);
+/// How often maintenance merges deltas. A merge rewrites every group the deltas touched (with
+/// many sensors, about one rollup row per sensor and metric), so merging less often costs
+/// less per reading; queries read the unmerged deltas meanwhile.
+const FOLD_INTERVAL: Duration = Duration::from_secs(5);
 /// Delta rows (one per ingest transaction, up to a few thousand groups each) merged per fold
 /// transaction: bounds the memory a fold holds.
 const FOLD_BATCH: i64 = 100;
