@@ -212,6 +212,39 @@ fn aggregate_query(request: v1::AggregateRequest) -> Result<AggregateQuery, ApiE
     })
 }
 
+/// The most a `ListReadings` message carries, so that no page goes over the 4 MiB a gRPC
+/// client accepts by default: 2,000 readings of 64 long-named metrics would be ~10 MB.
+const MAX_PAGE_BYTES: usize = 1024 * 1024;
+
+/// One page read from the store, as one message or, when it is larger than
+/// [`MAX_PAGE_BYTES`], as several; each but the last carries the cursor of its own last
+/// reading, so a client that stops after any of them can resume exactly there.
+fn encode_in_parts<T>(
+    readings: &[Reading],
+    next_cursor: Option<&str>,
+    encode: fn(&[Reading], Option<&str>) -> T,
+) -> Vec<T> {
+    let mut messages = Vec::with_capacity(1);
+    let mut start = 0;
+    let mut bytes = 0;
+    for (index, reading) in readings.iter().enumerate() {
+        let size = super::query_encode::reading_len(reading) + 8;
+        if index > start && bytes + size > MAX_PAGE_BYTES {
+            let last = &readings[index - 1];
+            let cursor = Cursor {
+                read_at: last.read_at,
+                id: last.id,
+            };
+            messages.push(encode(&readings[start..index], Some(&cursor.encode())));
+            start = index;
+            bytes = 0;
+        }
+        bytes += size;
+    }
+    messages.push(encode(&readings[start..], next_cursor));
+    messages
+}
+
 /// A stream of `ListReadings` pages, each already in the form the codec sends.
 pub(crate) type PageStream<T> = Pin<Box<dyn futures_util::Stream<Item = Result<T, Status>> + Send>>;
 
@@ -241,13 +274,19 @@ impl QueryApi {
                     let page = store.readings(&this_page)?;
                     let remaining = remaining.saturating_sub(page.items.len() as u64);
                     let next = page.next_cursor.filter(|_| remaining > 0);
-                    Ok((encode(&page.items, next.as_deref()), remaining, next))
+                    Ok((
+                        encode_in_parts(&page.items, next.as_deref(), encode),
+                        remaining,
+                        next,
+                    ))
                 })
                 .await;
                 let next = match read {
-                    Ok((message, left, next)) => {
-                        if pages.send(Ok(message)).await.is_err() {
-                            return;
+                    Ok((messages, left, next)) => {
+                        for message in messages {
+                            if pages.send(Ok(message)).await.is_err() {
+                                return;
+                            }
                         }
                         remaining = left;
                         next

@@ -80,7 +80,7 @@ fn value_entry_len(name: &str) -> usize {
 }
 
 /// The length of one `audrey.v1.Reading` without its tag and length prefix.
-fn reading_len(reading: &Reading) -> usize {
+pub(crate) fn reading_len(reading: &Reading) -> usize {
     let values: usize = reading
         .values
         .0

@@ -235,3 +235,77 @@ async fn health_answers_serving_and_reflection_lists_the_services() {
     }
     app.stop().await;
 }
+
+/// 2,100 readings of 64 metrics with 64-character names are ~10 MB: one page of 2,000
+/// would be over the 4 MiB a gRPC client (this one included) accepts by default.
+#[tokio::test]
+async fn list_readings_splits_pages_a_client_could_not_accept_and_each_part_resumes() {
+    let app = GrpcApp::spawn().await;
+    app.register("wide-1", "site-a").await;
+    let names: Vec<String> = (0..64)
+        .map(|index| format!("{index:02}{}", "m".repeat(62)))
+        .collect();
+    let mut ingest = app.ingest().await;
+    for batch_id in 0..21u64 {
+        let readings = (0..100u64)
+            .map(|index| {
+                let n = batch_id * 100 + index;
+                v1::ReadingInput {
+                    sensor_id: "wide-1".into(),
+                    read_time: Some(v1::reading_input::ReadTime::ReadAtMs(
+                        now_millis() - 3_600_000 + n as i64,
+                    )),
+                    values: names.iter().map(|name| (name.clone(), n as f64)).collect(),
+                    message_id: format!("w{n}"),
+                    ..Default::default()
+                }
+            })
+            .collect();
+        let ack = ingest
+            .send_batch(v1::ReadingBatch {
+                readings,
+                batch_id,
+                atomic: false,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(ack.accepted, 100);
+    }
+    let request = v1::ListReadingsRequest {
+        sensor_id: "wide-1".into(),
+        order: v1::Order::Oldest as i32,
+        ..Default::default()
+    };
+    let mut pages = app
+        .query()
+        .await
+        .list_readings(request.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut parts = Vec::new();
+    while let Some(page) = pages.next().await {
+        parts.push(page.expect("every page fits the client's default limit"));
+    }
+    let all: Vec<&v1::Reading> = parts.iter().flat_map(|page| &page.readings).collect();
+    assert_eq!(all.len(), 2100);
+    assert!(all.iter().enumerate().all(|(n, reading)| {
+        reading.values.len() == 64 && reading.values[&names[7]] == n as f64
+    }));
+    assert!(parts.len() > 3, "{} parts", parts.len());
+    // Resuming from a part's cursor continues right after that part.
+    let first = &parts[0];
+    assert!(!first.next_cursor.is_empty());
+    let resumed = collect(
+        &app,
+        v1::ListReadingsRequest {
+            cursor: first.next_cursor.clone(),
+            ..request
+        },
+    )
+    .await;
+    assert_eq!(resumed.len(), 2100 - first.readings.len());
+    assert_eq!(resumed[0].id, all[first.readings.len()].id);
+    app.stop().await;
+}
