@@ -143,7 +143,7 @@ async fn a_batch_lost_between_the_commits_is_evaluated_once_after_restart(
     assert_eq!(
         count(&findings),
         1,
-        "the evaluated reading is not evaluated again"
+        "the evaluated reading is not evaluated again: {findings}"
     );
     server.kill_hard().await;
 
