@@ -21,10 +21,7 @@
 //!   they share no row lock but the dedup keys they have in common (`append`).
 //! - Per-sensor counters are appended as deltas by each append and folded into
 //!   `sensor_counters` by maintenance; a read sums both (`counters`).
-//! - Each append also writes one rollup delta row (per-hour count, sum, min, max, m2 of the
-//!   groups it stored); maintenance merges deltas into hourly `reading_rollups` (`rollups`).
-//! - Statistics and time buckets are computed by the server (`stats`), from rollups and
-//!   deltas for whole hours and raw rows for edge hours and percentiles; radius searches take a
+//! - Statistics and time buckets are computed by the server (`stats`); radius searches take a
 //!   latitude/longitude box from SQL and decide with the shared haversine in Rust (`geo`), so
 //!   both backends answer the same. Staged changes finish once by a conditional UPDATE.
 //!
@@ -42,7 +39,6 @@ mod import;
 mod partitions;
 mod readings;
 mod registry;
-mod rollups;
 mod schema;
 mod staged;
 mod stats;
@@ -95,7 +91,6 @@ pub struct PostgresStore {
     sensors: RwLock<HashMap<Arc<str>, Arc<Sensor>>>,
     last_upkeep: Mutex<Option<Instant>>,
     last_fold: Mutex<Option<Instant>>,
-    last_rollup_fold: Mutex<Option<Instant>>,
 }
 
 impl PostgresStore {
@@ -117,7 +112,6 @@ impl PostgresStore {
             sensors: RwLock::new(HashMap::new()),
             last_upkeep: Mutex::new(None),
             last_fold: Mutex::new(None),
-            last_rollup_fold: Mutex::new(None),
         };
         store.block_on(async {
             let mut client = store.client().await?;
@@ -239,8 +233,7 @@ impl crate::Store for PostgresStore {
 
     fn maintain(&self) -> Result<(), StoreError> {
         self.upkeep_if_due()?;
-        self.fold_counters_if_due()?;
-        self.fold_rollups_if_due()
+        self.fold_counters_if_due()
     }
 
     fn ready(&self) -> Result<(), StoreError> {

@@ -29,7 +29,6 @@ use audrey_model::{MessageId, Millis, ReadingId, SensorId, ValidReading};
 use super::counters::APPEND_DELTAS;
 use super::errors::from_pg;
 use super::partitions::day_of;
-use super::rollups::{APPEND_ROLLUP_DELTA, RollupDelta};
 use super::{PostgresStore, poisoned};
 use crate::{AppendBatch, AppendOutcome, QuarantineEntry, StoreError};
 
@@ -126,12 +125,10 @@ impl PostgresStore {
                     )
                 );
                 let result: Result<(), tokio_postgres::Error> = match (began, written) {
-                    (Ok(()), Ok((outcomes, deltas, rollup))) => {
-                        match commit_with(client, &deltas, &rollup).await {
-                            Ok(()) => return Ok(outcomes),
-                            Err(error) => Err(error),
-                        }
-                    }
+                    (Ok(()), Ok((outcomes, deltas))) => match commit_with(client, &deltas).await {
+                        Ok(()) => return Ok(outcomes),
+                        Err(error) => Err(error),
+                    },
                     (Err(error), _) | (_, Err(error)) => Err(error),
                 };
                 let Err(error) = result else {
@@ -203,40 +200,26 @@ struct Deltas {
     rejected: Vec<i64>,
 }
 
-/// Appends the counter deltas and the rollup delta and commits, all in one flight. If an
-/// insert fails, the COMMIT that follows it ends the aborted transaction as a rollback, and
-/// the insert's error is what the caller sees.
-async fn commit_with(
-    client: &ClientWrapper,
-    deltas: &Deltas,
-    rollup: &RollupDelta,
-) -> Result<(), tokio_postgres::Error> {
-    // Prepared (cached) before the flight, so nothing is sent between the requests.
+/// Appends the counter deltas and commits, both in one flight. If the insert fails, the
+/// COMMIT that follows it ends the aborted transaction as a rollback, and the insert's error
+/// is what the caller sees.
+async fn commit_with(client: &ClientWrapper, deltas: &Deltas) -> Result<(), tokio_postgres::Error> {
+    if deltas.sensors.is_empty() {
+        return client.batch_execute("COMMIT").await;
+    }
+    // Prepared (cached) before the flight, so nothing is sent between the two requests.
     let append_deltas = client.prepare_cached(APPEND_DELTAS).await?;
-    let append_rollup = client.prepare_cached(APPEND_ROLLUP_DELTA).await?;
     let parameters: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [
         &deltas.sensors,
         &deltas.accepted,
         &deltas.duplicate,
         &deltas.rejected,
     ];
-    let rollup_parameters = rollup.parameters();
-    let counters = async {
-        if deltas.sensors.is_empty() {
-            return Ok(0);
-        }
-        client.execute(&append_deltas, &parameters).await
-    };
-    let rollups = async {
-        if rollup.is_empty() {
-            return Ok(0);
-        }
-        client.execute(&append_rollup, &rollup_parameters).await
-    };
-    let (appended, rolled, committed) =
-        futures_util::join!(counters, rollups, client.batch_execute("COMMIT"));
+    let (appended, committed) = futures_util::join!(
+        client.execute(&append_deltas, &parameters),
+        client.batch_execute("COMMIT")
+    );
     appended?;
-    rolled?;
     committed
 }
 
@@ -248,7 +231,7 @@ async fn write(
     replay: bool,
     received_at: Millis,
     store: &PostgresStore,
-) -> Result<(Vec<AppendOutcome>, Deltas, RollupDelta), tokio_postgres::Error> {
+) -> Result<(Vec<AppendOutcome>, Deltas), tokio_postgres::Error> {
     // 1. Dedup keys stored before this batch.
     let mut stored_before: HashMap<usize, ReadingId> = HashMap::new();
     let mut keyed: Vec<usize> = (0..candidates.len())
@@ -371,7 +354,6 @@ async fn write(
     // 3. Outcomes and counters.
     let mut counters: HashMap<&str, CounterDelta> = HashMap::new();
     let mut outcomes = Vec::with_capacity(slots.len());
-    let mut stored: Vec<usize> = Vec::with_capacity(candidates.len());
     for slot in slots {
         let (outcome, sensor) = match *slot {
             Slot::DuplicateOf(index) => {
@@ -390,10 +372,7 @@ async fn write(
                         Some(inserted) if !inserted.contains(&id.0) => {
                             AppendOutcome::Duplicate(*id)
                         }
-                        _ => {
-                            stored.push(index);
-                            AppendOutcome::Accepted(*id)
-                        }
+                        _ => AppendOutcome::Accepted(*id),
                     },
                 };
                 (outcome, reading.sensor_id.as_str())
@@ -459,9 +438,7 @@ async fn write(
         deltas.duplicate.push(delta.duplicate);
         deltas.rejected.push(delta.rejected);
     }
-    // 6. The rollup delta of the readings stored (appended with the COMMIT too).
-    let rollup = RollupDelta::of(stored.iter().map(|&index| &candidates[index].1));
-    Ok((outcomes, deltas, rollup))
+    Ok((outcomes, deltas))
 }
 
 /// Binary COPY of the chosen candidates into `table`.

@@ -164,9 +164,8 @@ impl PostgresStore {
     }
 
     /// Drops every daily partition that ends at or before `older_than` (counting its rows
-    /// first), then trims up to `max_rows` dedup keys of readings older than that and forgets
-    /// the rollups of hours before that day. Answers how many readings and keys went; 0 means
-    /// there is nothing left to do.
+    /// first), then trims up to `max_rows` dedup keys of readings older than that. Answers
+    /// how many readings and keys went; 0 means there is nothing left to do.
     pub(super) fn drop_old_partitions(
         &self,
         older_than: Millis,
@@ -210,10 +209,6 @@ impl PostgresStore {
                 )
                 .await
                 .map_err(from_pg)?;
-            // Their hours' rollups (deltas of those hours are merged first, then forgotten),
-            // on a connection of its own: the pool may hold just one.
-            drop(client);
-            self.drop_rollups_before(Millis(cutoff)).await?;
             Ok(removed + keys)
         })
     }

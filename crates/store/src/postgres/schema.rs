@@ -130,48 +130,6 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX sensor_counter_deltas_sensor ON sensor_counter_deltas (sensor_id);
     "#,
-    // 4: hourly rollups per (sensor, hour, location, metric) for statistics and hour/day
-    // buckets (see `rollups.rs`). Each ingest transaction appends one delta row (parallel
-    // arrays, one element per group it touched); maintenance merges deltas into the rollups.
-    // Existing readings are rolled up here, so an upgraded database answers from rollups at
-    // once. `m2` is the sum of squared deviations from the group's mean (Welford / Chan).
-    r#"
-    CREATE TABLE reading_rollups (
-        sensor_id TEXT NOT NULL,
-        hour BIGINT NOT NULL,
-        location_id TEXT NOT NULL,
-        metric TEXT NOT NULL,
-        n BIGINT NOT NULL,
-        total DOUBLE PRECISION NOT NULL,
-        low DOUBLE PRECISION NOT NULL,
-        high DOUBLE PRECISION NOT NULL,
-        m2 DOUBLE PRECISION NOT NULL,
-        PRIMARY KEY (sensor_id, hour, location_id, metric)
-    );
-    CREATE INDEX reading_rollups_metric_hour ON reading_rollups (metric, hour);
-    CREATE TABLE reading_rollup_deltas (
-        id BIGSERIAL PRIMARY KEY,
-        sensors TEXT[] NOT NULL,
-        hours INT8[] NOT NULL,
-        locations TEXT[] NOT NULL,
-        metrics TEXT[] NOT NULL,
-        n INT8[] NOT NULL,
-        total FLOAT8[] NOT NULL,
-        low FLOAT8[] NOT NULL,
-        high FLOAT8[] NOT NULL,
-        m2 FLOAT8[] NOT NULL
-    );
-    INSERT INTO reading_rollups (sensor_id, hour, location_id, metric, n, total, low, high, m2)
-    SELECT sensor_id, hour, location_id, metric,
-           count(*), sum(v), min(v), max(v), var_pop(v) * count(*)
-    FROM (
-        SELECT r.sensor_id, r.read_at - ((r.read_at % 3600000) + 3600000) % 3600000 AS hour,
-               r.location_id, kv.key AS metric, kv.value::float8 AS v
-        FROM readings r, json_each_text(r.vals::json) kv
-    ) s
-    GROUP BY sensor_id, hour, location_id, metric;
-    ANALYZE reading_rollups;
-    "#,
 ];
 
 /// An arbitrary constant naming Audrey's migration lock among advisory locks.

@@ -21,7 +21,7 @@ pub struct Harness {
 
 impl Harness {
     /// Runs what the maintenance thread would eventually do (SQLite: flush every landed row
-    /// into the indexed layout; PostgreSQL: partition upkeep and folding counter and rollup deltas).
+    /// into the indexed layout; PostgreSQL: partition upkeep and folding counter deltas).
     pub fn settle(&self) {
         (self.settle)();
     }
@@ -91,7 +91,6 @@ pub fn postgres() -> Option<Harness> {
             maintaining.maintain().unwrap();
             // Maintenance folds counters at its own pace; settle means "now".
             maintaining.fold_counters().unwrap();
-            maintaining.fold_rollups().unwrap();
         }),
         _cleanup: cleanup,
     })
