@@ -1,7 +1,8 @@
 //! Which readings each request of one matrix scenario carries, as protobuf or as JSON.
 //!
-//! Request `r` of worker `w` is global request `w * requests_per_worker + r`; it carries the
-//! readings numbered `request * readings_per_request ..` onwards. Reading `i` goes to bench sensor
+//! Request `r` of worker `w` is global request `r * workers + w` (the workers interleave in
+//! measurement time); it carries the readings numbered `request * readings_per_request ..`
+//! onwards. Reading `i` goes to bench sensor
 //! `i % sensors`, is read one millisecond after reading `i - 1` (all ending a minute before the
 //! scenario starts, so every one is valid) and carries the message id `{prefix}-{i}`. The prefix
 //! names the run and the scenario, so ids are unique per run and no scenario's readings are ever
@@ -60,6 +61,7 @@ impl PreparedRequests {
 #[derive(Clone, Debug)]
 pub struct ScenarioLoad {
     sensor_ids: Arc<Vec<String>>,
+    workers: u64,
     requests_per_worker: u64,
     readings_per_request: u64,
     first_read_at_ms: i64,
@@ -94,6 +96,7 @@ impl ScenarioLoad {
         let total_readings = workers as u64 * requests_per_worker * readings_per_request as u64;
         ScenarioLoad {
             sensor_ids,
+            workers: workers as u64,
             requests_per_worker,
             readings_per_request: readings_per_request as u64,
             first_read_at_ms: now_ms - READ_AT_MARGIN_MS - total_readings as i64,
@@ -105,8 +108,13 @@ impl ScenarioLoad {
         self.readings_per_request as usize
     }
 
+    /// The workers' requests interleave in measurement time (request r of worker w is the
+    /// global request r x workers + w), as concurrent gateways of one fleet do: each sensor's
+    /// readings arrive in `read_at` order give or take the workers' lag. Giving each worker a
+    /// contiguous block of time instead made a long run's readings arrive hours out of order,
+    /// and the act engine rightly reported every one of them as an `out_of_order` finding.
     fn readings_of(&self, worker: usize, request: u64) -> Range<u64> {
-        let global_request = worker as u64 * self.requests_per_worker + request;
+        let global_request = request * self.workers + worker as u64;
         let first = global_request * self.readings_per_request;
         first..first + self.readings_per_request
     }
@@ -251,14 +259,35 @@ mod tests {
     }
 
     #[test]
+    fn the_workers_requests_of_one_round_are_close_in_measurement_time() {
+        let (workers, requests, per_request) = (8, 1000, 1000);
+        let load = load(workers, requests, per_request);
+        let read_at =
+            |worker: usize, request: u64| match load.proto_batch(worker, request, 0).readings[0]
+                .read_time
+            {
+                Some(ReadTime::ReadAtMs(at)) => at,
+                _ => panic!("read_at is missing"),
+            };
+        for request in [0, 500, 999] {
+            let times: Vec<i64> = (0..workers)
+                .map(|worker| read_at(worker, request))
+                .collect();
+            let spread = times.iter().max().unwrap() - times.iter().min().unwrap();
+            assert!(spread < (workers * per_request) as i64, "{spread} ms apart");
+        }
+    }
+
+    #[test]
     fn readings_go_round_robin_over_the_sensors() {
         let load = load(2, 10, 1);
         assert_eq!(load.proto_reading(0, 0).sensor_id, "bench-00000");
-        assert_eq!(load.proto_reading(0, 8).sensor_id, "bench-00001");
-        // Worker 1 starts after worker 0's ten readings: reading 10 goes to sensor 10 % 7.
+        // Worker 0's request 4 is reading 8 (two workers interleave): sensor 8 % 7.
+        assert_eq!(load.proto_reading(0, 4).sensor_id, "bench-00001");
+        // Requests interleave over the workers: worker 1's first request is reading 1.
         let reading = load.proto_reading(1, 0);
-        assert_eq!(reading.sensor_id, "bench-00003");
-        assert_eq!(reading.message_id, "m1-3-10");
+        assert_eq!(reading.sensor_id, "bench-00001");
+        assert_eq!(reading.message_id, "m1-3-1");
         assert_eq!(reading.values.len(), 2);
     }
 
