@@ -135,15 +135,36 @@ fn insert_batches(
     connection.execute(CREATE_BATCHES, [])?;
     let readings = build_readings(rows, sensors)?;
     let received_at = wall_clock_ms();
+    timed_transactions(
+        &mut connection,
+        &readings,
+        rows_per_transaction,
+        |transaction, chunk| {
+            let (body, counters) = SqliteStore::encode_landing_row(chunk);
+            transaction.prepare_cached(INSERT_BATCH)?.execute(params![
+                received_at,
+                body,
+                counters
+            ])?;
+            Ok(())
+        },
+    )
+}
+
+/// Commits `items` in transactions of `rows_per_transaction`, each written by `write`, and
+/// reports the rate and each transaction's latency (write and commit inside the clock).
+fn timed_transactions<T>(
+    connection: &mut Connection,
+    items: &[T],
+    rows_per_transaction: usize,
+    mut write: impl FnMut(&rusqlite::Transaction<'_>, &[T]) -> anyhow::Result<()>,
+) -> anyhow::Result<BenchReport> {
     let mut tally = Tally::new()?;
     let started = Instant::now();
-    for chunk in readings.chunks(rows_per_transaction) {
+    for chunk in items.chunks(rows_per_transaction) {
         let transaction_started = Instant::now();
-        let (body, counters) = SqliteStore::encode_landing_row(chunk);
         let transaction = connection.transaction()?;
-        transaction
-            .prepare_cached(INSERT_BATCH)?
-            .execute(params![received_at, body, counters])?;
+        write(&transaction, chunk)?;
         transaction.commit()?;
         tally.record_latency(transaction_started.elapsed());
         tally.requests += 1;
@@ -162,12 +183,11 @@ fn insert_rows(
 ) -> anyhow::Result<BenchReport> {
     connection.execute(CREATE_LANDING, [])?;
     let landing_rows = build_rows(rows, sensors);
-    let mut tally = Tally::new()?;
-    let started = Instant::now();
-    for chunk in landing_rows.chunks(rows_per_transaction) {
-        let transaction_started = Instant::now();
-        let transaction = connection.transaction()?;
-        {
+    timed_transactions(
+        &mut connection,
+        &landing_rows,
+        rows_per_transaction,
+        |transaction, chunk| {
             let mut insert = transaction.prepare_cached(INSERT_LANDING)?;
             for row in chunk {
                 insert.execute(params![
@@ -180,14 +200,9 @@ fn insert_rows(
                     row.vals,
                 ])?;
             }
-        }
-        transaction.commit()?;
-        tally.record_latency(transaction_started.elapsed());
-        tally.requests += 1;
-        tally.readings += chunk.len() as u64;
-    }
-    let elapsed = started.elapsed();
-    Ok(tally.into_report("raw-sqlite", 1, elapsed, None))
+            Ok(())
+        },
+    )
 }
 
 /// The same readings as [`build_rows`], as the validated values the ack path encodes.
