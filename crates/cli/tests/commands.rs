@@ -149,7 +149,7 @@ async fn migrate_applies_the_postgresql_schema_once_and_reports_its_version() {
             String::from_utf8_lossy(&output.stderr)
         );
         assert!(
-            text(&output).starts_with("schema version 3 (this Audrey knows 3) in postgres://"),
+            text(&output).starts_with("schema version 4 (this Audrey knows 4) in postgres://"),
             "{}",
             text(&output)
         );

@@ -8,6 +8,7 @@
 
 mod analysis;
 mod error;
+mod fold;
 mod open;
 mod postgres;
 mod query;

@@ -21,7 +21,8 @@
 //!   they share no row lock but the dedup keys they have in common (`append`).
 //! - Per-sensor counters are appended as deltas by each append and folded into
 //!   `sensor_counters` by maintenance; a read sums both (`counters`).
-//! - Statistics and time buckets are computed by the server (`stats`); radius searches take a
+//! - Statistics and time buckets are computed by the server (`stats`) from hourly rollups
+//!   that maintenance keeps (`rollups`) plus raw rows for dirty and partial hours; radius searches take a
 //!   latitude/longitude box from SQL and decide with the shared haversine in Rust (`geo`), so
 //!   both backends answer the same. Staged changes finish once by a conditional UPDATE.
 //!
@@ -39,6 +40,7 @@ mod import;
 mod partitions;
 mod readings;
 mod registry;
+mod rollups;
 mod schema;
 mod staged;
 mod stats;
@@ -91,6 +93,7 @@ pub struct PostgresStore {
     sensors: RwLock<HashMap<Arc<str>, Arc<Sensor>>>,
     last_upkeep: Mutex<Option<Instant>>,
     last_fold: Mutex<Option<Instant>>,
+    last_rollup: Mutex<Option<Instant>>,
 }
 
 impl PostgresStore {
@@ -112,6 +115,7 @@ impl PostgresStore {
             sensors: RwLock::new(HashMap::new()),
             last_upkeep: Mutex::new(None),
             last_fold: Mutex::new(None),
+            last_rollup: Mutex::new(None),
         };
         store.block_on(async {
             let mut client = store.client().await?;
@@ -233,7 +237,8 @@ impl crate::Store for PostgresStore {
 
     fn maintain(&self) -> Result<(), StoreError> {
         self.upkeep_if_due()?;
-        self.fold_counters_if_due()
+        self.fold_counters_if_due()?;
+        self.roll_up_if_due()
     }
 
     fn ready(&self) -> Result<(), StoreError> {

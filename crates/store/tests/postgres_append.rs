@@ -9,69 +9,9 @@
 #[allow(dead_code)]
 mod harness;
 
-use audrey_store::{AppendBatch, AppendOutcome, PostgresOptions, PostgresStore, Store};
+use audrey_store::{AppendBatch, AppendOutcome, PostgresStore, Store};
 
-use harness::{BASE, RECEIVED, fleet, reading};
-
-/// A fresh database and a store on it with `pool_size` connections, plus a way to run SQL
-/// beside the store. `None` (with a notice) when no server is configured.
-struct Fixture {
-    store: PostgresStore,
-    url: String,
-    admin_url: String,
-    name: String,
-}
-
-impl Fixture {
-    fn new(pool_size: usize) -> Option<Fixture> {
-        let Ok(admin_url) = std::env::var("AUDREY_TEST_POSTGRES_URL") else {
-            eprintln!("skipping: AUDREY_TEST_POSTGRES_URL not set");
-            return None;
-        };
-        let name = format!("audrey_test_{}", uuid::Uuid::now_v7().simple());
-        sql(&admin_url, &format!("CREATE DATABASE {name}"));
-        let url = harness::with_database(&admin_url, &name);
-        let store = PostgresStore::open(
-            &url,
-            PostgresOptions {
-                pool_size,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        Some(Fixture {
-            store,
-            url,
-            admin_url,
-            name,
-        })
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        sql(
-            &self.admin_url,
-            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
-        );
-    }
-}
-
-fn sql(url: &str, statement: &str) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        let driver = tokio::spawn(connection);
-        client.batch_execute(statement).await.unwrap();
-        drop(client);
-        let _ = driver.await;
-    });
-}
+use harness::{BASE, PgFixture as Fixture, RECEIVED, fleet, reading, sql};
 
 fn append(store: &PostgresStore, readings: Vec<audrey_model::ValidReading>) -> Vec<AppendOutcome> {
     store

@@ -26,9 +26,9 @@ use uuid::Uuid;
 
 use audrey_model::{MessageId, Millis, ReadingId, SensorId, ValidReading};
 
-use super::counters::APPEND_DELTAS;
 use super::errors::from_pg;
 use super::partitions::day_of;
+use super::rollups::{MARK_AND_COUNT, hours_of};
 use super::{PostgresStore, poisoned};
 use crate::{AppendBatch, AppendOutcome, QuarantineEntry, StoreError};
 
@@ -191,16 +191,18 @@ impl Drop for OpenConnection {
     }
 }
 
-/// The per-sensor counter deltas of one batch, appended just before COMMIT.
+/// The per-sensor counter deltas of one batch and the hours it wrote readings into (their
+/// rollups are now out of date), appended just before COMMIT.
 #[derive(Default)]
 struct Deltas {
     sensors: Vec<String>,
     accepted: Vec<i64>,
     duplicate: Vec<i64>,
     rejected: Vec<i64>,
+    hours: Vec<i64>,
 }
 
-/// Appends the counter deltas and commits, both in one flight. If the insert fails, the
+/// Appends the counter deltas and dirty-hour markers and commits, both in one flight. If the insert fails, the
 /// COMMIT that follows it ends the aborted transaction as a rollback, and the insert's error
 /// is what the caller sees.
 async fn commit_with(client: &ClientWrapper, deltas: &Deltas) -> Result<(), tokio_postgres::Error> {
@@ -208,12 +210,15 @@ async fn commit_with(client: &ClientWrapper, deltas: &Deltas) -> Result<(), toki
         return client.batch_execute("COMMIT").await;
     }
     // Prepared (cached) before the flight, so nothing is sent between the two requests.
-    let append_deltas = client.prepare_cached(APPEND_DELTAS).await?;
-    let parameters: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [
+    let append_deltas = client.prepare_cached(MARK_AND_COUNT).await?;
+    let marked_at = Millis::now().0;
+    let parameters: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
         &deltas.sensors,
         &deltas.accepted,
         &deltas.duplicate,
         &deltas.rejected,
+        &deltas.hours,
+        &marked_at,
     ];
     let (appended, committed) = futures_util::join!(
         client.execute(&append_deltas, &parameters),
@@ -351,9 +356,10 @@ async fn write(
         None
     };
 
-    // 3. Outcomes and counters.
+    // 3. Outcomes, counters and the hours written into.
     let mut counters: HashMap<&str, CounterDelta> = HashMap::new();
     let mut outcomes = Vec::with_capacity(slots.len());
+    let mut written_at = Vec::new();
     for slot in slots {
         let (outcome, sensor) = match *slot {
             Slot::DuplicateOf(index) => {
@@ -380,7 +386,12 @@ async fn write(
         };
         let delta = counters.entry(sensor).or_default();
         match outcome {
-            AppendOutcome::Accepted(_) => delta.accepted += 1,
+            AppendOutcome::Accepted(_) => {
+                delta.accepted += 1;
+                if let Slot::Candidate(index) = *slot {
+                    written_at.push(candidates[index].1.read_at.0);
+                }
+            }
             AppendOutcome::Duplicate(_) => delta.duplicate += 1,
         }
         outcomes.push(outcome);
@@ -431,7 +442,10 @@ async fn write(
 
     // 5. Counters, as deltas (appended with the COMMIT): nothing another committer holds is
     // locked.
-    let mut deltas = Deltas::default();
+    let mut deltas = Deltas {
+        hours: hours_of(written_at.into_iter()),
+        ..Deltas::default()
+    };
     for (sensor, delta) in counters {
         deltas.sensors.push(sensor.to_string());
         deltas.accepted.push(delta.accepted);

@@ -2,7 +2,8 @@
 //! row-lock path.
 //!
 //! An ingest transaction only *appends* one `sensor_counter_deltas` row per sensor it touched
-//! (no unique key, so two committers writing the same sensor never wait on each other).
+//! (with its COMMIT, `rollups::MARK_AND_COUNT`; no unique key, so two committers writing the
+//! same sensor never wait on each other).
 //! Maintenance folds the deltas into `sensor_counters` with one statement that deletes them
 //! and adds their sums, so a delta is counted exactly once: either still as a delta or
 //! already folded. A read is one statement too, summing the folded row and the deltas not
@@ -19,10 +20,6 @@ use crate::{SensorCounters, StoreError};
 /// How often maintenance folds counter deltas: often enough that reads sum few rows, rarely
 /// enough to cost nothing measurable.
 const FOLD_INTERVAL: Duration = Duration::from_secs(1);
-
-pub(super) const APPEND_DELTAS: &str =
-    "INSERT INTO sensor_counter_deltas (sensor_id, accepted, duplicate, rejected)
-     SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::int8[])";
 
 /// Deleting and adding in one statement makes the fold atomic; two processes folding at once
 /// cannot count a delta twice (the second one's DELETE skips rows the first removed), and

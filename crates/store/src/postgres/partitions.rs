@@ -183,7 +183,7 @@ impl PostgresStore {
         let cutoff = day_of(older_than) * DAY_MS;
         let max_rows = max_rows.max(1) as i64;
         self.block_on(async {
-            let client = self.client().await?;
+            let mut client = self.client().await?;
             let mut removed = 0u64;
             for day in doomed {
                 let name = partition_name(day);
@@ -192,10 +192,19 @@ impl PostgresStore {
                     .await
                     .map_err(from_pg)?
                     .get(0);
-                client
-                    .batch_execute(&format!("DROP TABLE IF EXISTS {name}"))
+                // The day's rollups and dirty markers go in the same transaction, so no
+                // snapshot sees rollups of readings that are gone (rollups.rs).
+                let (start, end) = (day * DAY_MS, (day + 1) * DAY_MS);
+                let transaction = client.transaction().await.map_err(from_pg)?;
+                transaction
+                    .batch_execute(&format!(
+                        "DROP TABLE IF EXISTS {name};
+                         DELETE FROM reading_rollups WHERE hour >= {start} AND hour < {end};
+                         DELETE FROM rollup_dirty WHERE hour >= {start} AND hour < {end}"
+                    ))
                     .await
                     .map_err(from_pg)?;
+                transaction.commit().await.map_err(from_pg)?;
                 self.partitions.write().map_err(poisoned)?.remove(&day);
                 tracing::info!(partition = %name, rows, "retention dropped a readings partition");
                 removed += rows as u64;

@@ -130,6 +130,37 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX sensor_counter_deltas_sensor ON sensor_counter_deltas (sensor_id);
     "#,
+    // 4: hourly rollups (see `rollups.rs`). Every ingest transaction that stores readings
+    // appends one `rollup_dirty` row per UTC hour it wrote into; maintenance recomputes a
+    // dirty hour's `reading_rollups` rows from the readings and deletes the markers it
+    // covered. The readings already stored are marked dirty here, so they are rolled up too.
+    r#"
+    CREATE TABLE rollup_dirty (
+        id BIGSERIAL PRIMARY KEY,
+        hour BIGINT NOT NULL,
+        first_marked_at BIGINT NOT NULL,
+        marked_at BIGINT NOT NULL
+    );
+    CREATE INDEX rollup_dirty_hour ON rollup_dirty (hour);
+    CREATE TABLE reading_rollups (
+        metric TEXT COLLATE "C" NOT NULL,
+        hour BIGINT NOT NULL,
+        sensor_id TEXT NOT NULL,
+        location_id TEXT NOT NULL,
+        n BIGINT NOT NULL,
+        total DOUBLE PRECISION NOT NULL,
+        low DOUBLE PRECISION NOT NULL,
+        high DOUBLE PRECISION NOT NULL,
+        mean DOUBLE PRECISION NOT NULL,
+        m2 DOUBLE PRECISION NOT NULL,
+        sorted DOUBLE PRECISION[] NOT NULL,
+        PRIMARY KEY (metric, hour, sensor_id, location_id)
+    );
+    CREATE INDEX reading_rollups_sensor ON reading_rollups (sensor_id, metric, hour);
+    CREATE INDEX reading_rollups_location ON reading_rollups (location_id, metric, hour);
+    INSERT INTO rollup_dirty (hour, first_marked_at, marked_at)
+    SELECT DISTINCT read_at - ((read_at % 3600000) + 3600000) % 3600000, 0, 0 FROM readings;
+    "#,
 ];
 
 /// An arbitrary constant naming Audrey's migration lock among advisory locks.

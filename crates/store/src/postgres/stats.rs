@@ -1,25 +1,37 @@
-//! Statistics and time buckets in the PostgreSQL store, computed by the server.
+//! Statistics and time buckets in the PostgreSQL store.
 //!
-//! The metric is extracted from the stored JSON text with `(vals::json ->> metric)::float8`
-//! (`json`, not `jsonb`: the number's text is parsed once, straight to a double, so values are
-//! the very doubles SQLite reads). Aggregates are PostgreSQL's own: `count`, `sum`, `min`,
-//! `max`, `avg`, `stddev_samp` (NULL for one value, as [`audrey_model::Summary`] says) and
-//! `percentile_cont(fractions) WITHIN GROUP (ORDER BY v)`, the definition SQLite's Rust
-//! fold copies. Groups are ordered by key bytewise (`COLLATE "C"`) with the `null` group
-//! first, buckets by start, exactly as on SQLite. Results can differ from SQLite only in the
-//! last bits of `mean`/`stddev` (PostgreSQL sums, SQLite uses Welford's update).
+//! Every answer is read in one REPEATABLE READ snapshot and merged here from two kinds of
+//! parts (`rollups.rs` keeps the first):
+//! - **whole clean hours** from `reading_rollups`: count, sum, min, max, mean and `m2` per
+//!   (hour, metric, sensor, location) row, merged per group in SQL (the group's mean first,
+//!   over a window, then `m2 = Σ (m2ᵢ + nᵢ · (meanᵢ - mean)²)`, the exact decomposition of
+//!   the sum of squared deviations); with percentiles the rows' sorted values are read too
+//!   and merged in Rust;
+//! - **raw rows** for the hours the snapshot marks dirty and for the partial hours at the
+//!   range's edges, aggregated per group in SQL (with the values when a percentile needs
+//!   them). The metric is extracted from the stored JSON text with
+//!   `(vals::json ->> metric)::float8` (`json`, not `jsonb`: the number's text is parsed
+//!   once, straight to a double); the inner query ends in `OFFSET 0`, without which the
+//!   planner evaluates the extraction once per aggregate that names `v`.
 //!
-//! The inner query that extracts the metric ends in `OFFSET 0`: without that fence the
-//! planner flattens it and evaluates the JSON extraction once per aggregate that names `v`
-//! (six or seven parses of every row's text); with it, once. On 1.9M readings that took the
-//! per-sensor statistics with percentiles from 14.0 s to 6.1 s (docs/benchmarks.md).
+//! The parts of a group merge with [`Collector::merge`] (Chan et al.), as on SQLite; the
+//! definitions are those of [`audrey_model::Summary`] (sample stddev, `percentile_cont`
+//! percentiles over all values, exact). Buckets whose width is a whole number of hours use
+//! rollups; narrower ones read raw rows. Groups are ordered by key bytewise with the `null`
+//! group first, buckets by start, exactly as on SQLite; results can differ from SQLite only
+//! in the last bits of `mean`/`stddev`.
 
-use tokio_postgres::types::ToSql;
+use std::collections::BTreeMap;
 
-use audrey_model::{LocationId, Millis, SensorId, Summary};
+use tokio_postgres::types::{FromSql, ToSql};
+use tokio_postgres::{IsolationLevel, Transaction};
+
+use audrey_model::{LocationId, Millis, SensorId};
 
 use super::PostgresStore;
 use super::errors::from_pg;
+use super::rollups::{HOUR_MS, hour_of};
+use crate::fold::Collector;
 use crate::{AggregateQuery, Aggregation, Bucket, GroupBy, StatsGroup, StatsQuery, StoreError};
 
 type Parameters = Vec<Box<dyn ToSql + Sync + Send>>;
@@ -35,114 +47,363 @@ fn push(
     sql.push_str(&clause.replace('?', &format!("${}", parameters.len())));
 }
 
-/// Key and time conditions shared by both queries.
-fn conditions(
-    sql: &mut String,
-    parameters: &mut Parameters,
-    sensor: Option<&SensorId>,
-    location: Option<&LocationId>,
+fn borrowed(parameters: &Parameters) -> Vec<&(dyn ToSql + Sync)> {
+    parameters
+        .iter()
+        .map(|value| &**value as &(dyn ToSql + Sync))
+        .collect()
+}
+
+/// `[from, to)` cut at whole hours: `whole` is the hour range `[first, end)` rollups may
+/// answer (`None` when no whole hour fits), `edges` the partial ranges only raw rows can.
+#[derive(Debug, PartialEq)]
+struct Split {
+    whole: Option<(Option<i64>, Option<i64>)>,
+    edges: Vec<(Option<i64>, Option<i64>)>,
+}
+
+fn split(from: Option<Millis>, to: Option<Millis>) -> Split {
+    let first = from.map(|from| {
+        let floor = hour_of(from.0);
+        if floor == from.0 {
+            floor
+        } else {
+            floor.saturating_add(HOUR_MS)
+        }
+    });
+    let end = to.map(|to| hour_of(to.0));
+    if let (Some(first), Some(end)) = (first, end)
+        && first >= end
+    {
+        return Split {
+            whole: None,
+            edges: vec![(from.map(|from| from.0), to.map(|to| to.0))],
+        };
+    }
+    let mut edges = Vec::new();
+    if let (Some(from), Some(first)) = (from, first)
+        && from.0 < first
+    {
+        edges.push((Some(from.0), Some(first)));
+    }
+    if let (Some(to), Some(end)) = (to, end)
+        && end < to.0
+    {
+        edges.push((Some(end), Some(to.0)));
+    }
+    Split {
+        whole: Some((first, end)),
+        edges,
+    }
+}
+
+/// Consecutive dirty hours as `[start, end)` ranges.
+fn hour_ranges(hours: &[i64]) -> Vec<(Option<i64>, Option<i64>)> {
+    let mut ranges: Vec<(Option<i64>, Option<i64>)> = Vec::new();
+    for &hour in hours {
+        match ranges.last_mut() {
+            Some((_, Some(end))) if *end == hour => *end = hour + HOUR_MS,
+            _ => ranges.push((Some(hour), Some(hour + HOUR_MS))),
+        }
+    }
+    ranges
+}
+
+/// What one statistics or buckets question asks of the parts.
+struct Question<'a> {
+    metric: &'a str,
+    sensor: Option<&'a SensorId>,
+    location: Option<&'a LocationId>,
     from: Option<Millis>,
     to: Option<Millis>,
+    /// Whether rollups can answer whole hours (buckets narrower than an hour cannot).
+    rollups: bool,
+    keep_values: bool,
+    /// The group key over the table aliased `alias` (`r`: readings, `ru`: rollups, whose
+    /// hour column stands for `read_at`), and the join it needs.
+    key: &'a (dyn Fn(&str) -> (String, String) + Sync),
+}
+
+/// `alias.sensor_id = ..` and `alias.location_id = ..` for the question's filters.
+fn owner_conditions(
+    sql: &mut String,
+    parameters: &mut Parameters,
+    question: &Question,
+    alias: &str,
 ) {
-    if let Some(sensor) = sensor {
+    if let Some(sensor) = question.sensor {
         push(
             sql,
             parameters,
-            " AND r.sensor_id = ?",
+            &format!(" AND {alias}.sensor_id = ?"),
             Box::new(sensor.to_string()),
         );
     }
-    if let Some(location) = location {
+    if let Some(location) = question.location {
         push(
             sql,
             parameters,
-            " AND r.location_id = ?",
+            &format!(" AND {alias}.location_id = ?"),
             Box::new(location.to_string()),
         );
     }
-    if let Some(from) = from {
-        push(sql, parameters, " AND r.read_at >= ?", Box::new(from.0));
+}
+
+/// Each group's merged parts, read in one snapshot.
+async fn collect<K>(
+    transaction: &Transaction<'_>,
+    question: &Question<'_>,
+) -> Result<BTreeMap<K, Collector>, StoreError>
+where
+    K: for<'b> FromSql<'b> + Ord,
+{
+    let split = if question.rollups {
+        split(question.from, question.to)
+    } else {
+        Split {
+            whole: None,
+            edges: vec![(question.from.map(|at| at.0), question.to.map(|at| at.0))],
+        }
+    };
+    let mut groups: BTreeMap<K, Collector> = BTreeMap::new();
+    let mut raw = split.edges;
+    if let Some((first, end)) = split.whole {
+        let dirty: Vec<i64> = transaction
+            .query(
+                "SELECT DISTINCT hour FROM rollup_dirty
+                 WHERE ($1::int8 IS NULL OR hour >= $1) AND ($2::int8 IS NULL OR hour < $2)
+                 ORDER BY hour",
+                &[&first, &end],
+            )
+            .await
+            .map_err(from_pg)?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        raw.extend(hour_ranges(&dirty));
+        for (key, part) in rollup_parts::<K>(transaction, question, (first, end), &dirty).await? {
+            merge(&mut groups, key, part);
+        }
     }
-    if let Some(to) = to {
-        push(sql, parameters, " AND r.read_at < ?", Box::new(to.0));
+    if !raw.is_empty() {
+        for (key, part) in raw_parts::<K>(transaction, question, &raw).await? {
+            merge(&mut groups, key, part);
+        }
+    }
+    Ok(groups)
+}
+
+fn merge<K: Ord>(groups: &mut BTreeMap<K, Collector>, key: K, part: Collector) {
+    match groups.get_mut(&key) {
+        Some(collector) => collector.merge(part),
+        None => {
+            groups.insert(key, part);
+        }
     }
 }
 
-/// Percentiles (0..=100) as the fractions `percentile_cont` takes.
-fn fractions(percentiles: impl Iterator<Item = f64>) -> Vec<f64> {
-    percentiles.map(|p| p / 100.0).collect()
+/// The parts of whole clean hours in `[first, end)`: one merged part per group, or, when
+/// values are kept, one part per rollup row.
+async fn rollup_parts<K>(
+    transaction: &Transaction<'_>,
+    question: &Question<'_>,
+    (first, end): (Option<i64>, Option<i64>),
+    dirty: &[i64],
+) -> Result<Vec<(K, Collector)>, StoreError>
+where
+    K: for<'b> FromSql<'b> + Ord,
+{
+    let (key, join) = (question.key)("ru");
+    let mut parameters: Parameters = vec![Box::new(question.metric.to_string())];
+    let mut conditions = String::from("ru.metric = $1");
+    if let Some(first) = first {
+        push(
+            &mut conditions,
+            &mut parameters,
+            " AND ru.hour >= ?",
+            Box::new(first),
+        );
+    }
+    if let Some(end) = end {
+        push(
+            &mut conditions,
+            &mut parameters,
+            " AND ru.hour < ?",
+            Box::new(end),
+        );
+    }
+    if !dirty.is_empty() {
+        push(
+            &mut conditions,
+            &mut parameters,
+            " AND ru.hour <> ALL(?::int8[])",
+            Box::new(dirty.to_vec()),
+        );
+    }
+    owner_conditions(&mut conditions, &mut parameters, question, "ru");
+    let sql = if question.keep_values {
+        format!(
+            "SELECT {key}, ru.n, ru.low, ru.high, ru.total, ru.mean, ru.m2, ru.sorted
+             FROM reading_rollups ru{join} WHERE {conditions}"
+        )
+    } else {
+        format!(
+            "SELECT key, SUM(n)::int8, MIN(low), MAX(high), SUM(total),
+                    SUM(total) / SUM(n::float8),
+                    SUM(m2 + n::float8 * (mean - group_mean) * (mean - group_mean))
+             FROM (SELECT {key} AS key, ru.n, ru.low, ru.high, ru.total, ru.mean, ru.m2,
+                          SUM(ru.total) OVER owner / SUM(ru.n::float8) OVER owner AS group_mean
+                   FROM reading_rollups ru{join} WHERE {conditions}
+                   WINDOW owner AS (PARTITION BY {key})) parts
+             GROUP BY key"
+        )
+    };
+    let rows = transaction
+        .query(&sql, &borrowed(&parameters))
+        .await
+        .map_err(from_pg)?;
+    rows.iter()
+        .map(|row| {
+            let values = if question.keep_values {
+                Some(row.try_get::<_, Vec<f64>>(7).map_err(from_pg)?)
+            } else {
+                None
+            };
+            Ok((row.try_get(0).map_err(from_pg)?, part(row, values)?))
+        })
+        .collect()
+}
+
+/// The parts of the raw rows in `ranges`, one per group.
+async fn raw_parts<K>(
+    transaction: &Transaction<'_>,
+    question: &Question<'_>,
+    ranges: &[(Option<i64>, Option<i64>)],
+) -> Result<Vec<(K, Collector)>, StoreError>
+where
+    K: for<'b> FromSql<'b> + Ord,
+{
+    let (key, join) = (question.key)("r");
+    let mut parameters: Parameters = vec![Box::new(question.metric.to_string())];
+    let mut inner = format!(
+        "SELECT {key} AS key, (r.vals::json ->> $1::text)::float8 AS v FROM readings r{join} WHERE (false"
+    );
+    for (from, to) in ranges {
+        inner.push_str(" OR (true");
+        if let Some(from) = from {
+            push(
+                &mut inner,
+                &mut parameters,
+                " AND r.read_at >= ?",
+                Box::new(*from),
+            );
+        }
+        if let Some(to) = to {
+            push(
+                &mut inner,
+                &mut parameters,
+                " AND r.read_at < ?",
+                Box::new(*to),
+            );
+        }
+        inner.push(')');
+    }
+    inner.push(')');
+    owner_conditions(&mut inner, &mut parameters, question, "r");
+    let values = if question.keep_values {
+        ", array_agg(v)"
+    } else {
+        ""
+    };
+    let sql = format!(
+        "SELECT key, count(v), min(v), max(v), sum(v), avg(v),
+                COALESCE(var_pop(v), 0) * count(v){values}
+         FROM ({inner} OFFSET 0) s WHERE v IS NOT NULL GROUP BY key"
+    );
+    let rows = transaction
+        .query(&sql, &borrowed(&parameters))
+        .await
+        .map_err(from_pg)?;
+    rows.iter()
+        .map(|row| {
+            let values = if question.keep_values {
+                Some(row.try_get::<_, Vec<f64>>(7).map_err(from_pg)?)
+            } else {
+                None
+            };
+            Ok((row.try_get(0).map_err(from_pg)?, part(row, values)?))
+        })
+        .collect()
+}
+
+/// Columns 1-6 (count, min, max, sum, mean, m2) of a part's row.
+fn part(row: &tokio_postgres::Row, values: Option<Vec<f64>>) -> Result<Collector, StoreError> {
+    let count: i64 = row.try_get(1).map_err(from_pg)?;
+    let squares: f64 = row.try_get(6).map_err(from_pg)?;
+    Ok(Collector::from_parts(
+        count as u64,
+        row.try_get(2).map_err(from_pg)?,
+        row.try_get(3).map_err(from_pg)?,
+        row.try_get(4).map_err(from_pg)?,
+        row.try_get(5).map_err(from_pg)?,
+        squares.max(0.0),
+        values,
+    ))
 }
 
 impl PostgresStore {
-    async fn run(
-        &self,
-        sql: &str,
-        parameters: &Parameters,
-    ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
-        let client = self.client().await?;
-        let borrowed: Vec<&(dyn ToSql + Sync)> = parameters
-            .iter()
-            .map(|value| &**value as &(dyn ToSql + Sync))
-            .collect();
-        client.query(sql, &borrowed).await.map_err(from_pg)
+    /// Runs `question` in one REPEATABLE READ, read-only snapshot.
+    fn answer<K>(&self, question: &Question<'_>) -> Result<BTreeMap<K, Collector>, StoreError>
+    where
+        K: for<'b> FromSql<'b> + Ord + Send,
+    {
+        self.block_on(async {
+            let mut client = self.client().await?;
+            let transaction = client
+                .build_transaction()
+                .isolation_level(IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await
+                .map_err(from_pg)?;
+            let groups = collect(&transaction, question).await?;
+            transaction.commit().await.map_err(from_pg)?;
+            Ok(groups)
+        })
     }
 
     pub(super) fn compute_stats(&self, query: &StatsQuery) -> Result<Vec<StatsGroup>, StoreError> {
-        let (key, join) = match query.group_by {
-            GroupBy::Sensor => ("r.sensor_id", ""),
-            GroupBy::Location => ("r.location_id", ""),
-            GroupBy::City => ("l.city", " JOIN locations l ON l.id = r.location_id"),
-            GroupBy::Country => ("l.country", " JOIN locations l ON l.id = r.location_id"),
+        let group_by = query.group_by;
+        let key = move |alias: &str| match group_by {
+            GroupBy::Sensor => (format!("{alias}.sensor_id"), String::new()),
+            GroupBy::Location => (format!("{alias}.location_id"), String::new()),
+            GroupBy::City => (
+                "l.city".to_string(),
+                format!(" JOIN locations l ON l.id = {alias}.location_id"),
+            ),
+            GroupBy::Country => (
+                "l.country".to_string(),
+                format!(" JOIN locations l ON l.id = {alias}.location_id"),
+            ),
         };
-        let mut parameters: Parameters = vec![Box::new(query.metric.as_str().to_string())];
-        let percentiles = if query.percentiles.is_empty() {
-            String::new()
-        } else {
-            parameters.push(Box::new(fractions(query.percentiles.iter().copied())));
-            format!(
-                ", percentile_cont(${}::float8[]) WITHIN GROUP (ORDER BY v)",
-                parameters.len()
-            )
+        let question = Question {
+            metric: query.metric.as_str(),
+            sensor: None,
+            location: None,
+            from: query.from,
+            to: query.to,
+            rollups: true,
+            keep_values: !query.percentiles.is_empty(),
+            key: &key,
         };
-        let mut inner = format!(
-            "SELECT {key} AS key, (r.vals::json ->> $1::text)::float8 AS v
-             FROM readings r{join} WHERE true"
-        );
-        conditions(
-            &mut inner,
-            &mut parameters,
-            None,
-            None,
-            query.from,
-            query.to,
-        );
-        let sql = format!(
-            "SELECT key, count(v), min(v), max(v), avg(v), stddev_samp(v){percentiles}
-             FROM ({inner} OFFSET 0) s WHERE v IS NOT NULL
-             GROUP BY key ORDER BY key COLLATE \"C\" NULLS FIRST"
-        );
-        let rows = self.block_on(self.run(&sql, &parameters))?;
-        rows.iter()
-            .map(|row| {
-                let count: i64 = row.try_get(1).map_err(from_pg)?;
-                let values: Vec<f64> = if query.percentiles.is_empty() {
-                    Vec::new()
-                } else {
-                    row.try_get(6).map_err(from_pg)?
-                };
-                Ok(StatsGroup {
-                    key: row.try_get(0).map_err(from_pg)?,
-                    summary: Summary {
-                        count: count as u64,
-                        min: row.try_get(2).map_err(from_pg)?,
-                        max: row.try_get(3).map_err(from_pg)?,
-                        mean: row.try_get(4).map_err(from_pg)?,
-                        stddev: row.try_get(5).map_err(from_pg)?,
-                        percentiles: query.percentiles.iter().copied().zip(values).collect(),
-                    },
-                })
+        let groups = self.answer::<Option<String>>(&question)?;
+        Ok(groups
+            .into_iter()
+            .map(|(key, collector)| StatsGroup {
+                key,
+                summary: collector.summary(&query.percentiles),
             })
-            .collect()
+            .collect())
     }
 
     pub(super) fn compute_buckets(
@@ -150,84 +411,103 @@ impl PostgresStore {
         query: &AggregateQuery,
     ) -> Result<Vec<Bucket>, StoreError> {
         let width = query.bucket_ms.max(1);
-        let mut parameters: Parameters =
-            vec![Box::new(query.metric.as_str().to_string()), Box::new(width)];
-        let percentiles: Vec<f64> = query
-            .aggregations
-            .iter()
-            .filter_map(|aggregation| match aggregation {
-                Aggregation::Percentile(p) => Some(*p),
-                _ => None,
-            })
-            .collect();
-        // Column 1 is the start; then one column per non-percentile aggregation and, last, the
-        // array of every percentile.
-        let mut columns = String::new();
-        for aggregation in &query.aggregations {
-            let column = match aggregation {
-                Aggregation::Count => "count(v)::float8",
-                Aggregation::Sum => "sum(v)",
-                Aggregation::Avg => "avg(v)",
-                Aggregation::Min => "min(v)",
-                Aggregation::Max => "max(v)",
-                Aggregation::Stddev => "stddev_samp(v)",
-                Aggregation::Percentile(_) => continue,
-            };
-            columns.push_str(", ");
-            columns.push_str(column);
-        }
-        if !percentiles.is_empty() {
-            parameters.push(Box::new(fractions(percentiles.iter().copied())));
-            columns.push_str(&format!(
-                ", percentile_cont(${}::float8[]) WITHIN GROUP (ORDER BY v)",
-                parameters.len()
-            ));
-        }
         // Epoch-aligned even before 1970: subtract the non-negative remainder.
-        let mut inner =
-            "SELECT r.read_at - ((r.read_at % $2::bigint) + $2::bigint) % $2::bigint AS start,
-                    (r.vals::json ->> $1::text)::float8 AS v
-             FROM readings r WHERE true"
-                .to_string();
-        conditions(
-            &mut inner,
-            &mut parameters,
-            query.sensor.as_ref(),
-            query.location.as_ref(),
-            query.from,
-            query.to,
-        );
-        let sql = format!(
-            "SELECT start{columns} FROM ({inner} OFFSET 0) s WHERE v IS NOT NULL
-             GROUP BY start ORDER BY start"
-        );
-        let rows = self.block_on(self.run(&sql, &parameters))?;
-        let percentile_column = 1 + query.aggregations.len() - percentiles.len();
-        rows.iter()
-            .map(|row| {
-                let start: i64 = row.try_get(0).map_err(from_pg)?;
-                let found: Vec<f64> = if percentiles.is_empty() {
-                    Vec::new()
-                } else {
-                    row.try_get(percentile_column).map_err(from_pg)?
-                };
-                let mut found = found.into_iter();
-                let mut column = 1;
-                let mut values = Vec::with_capacity(query.aggregations.len());
-                for aggregation in &query.aggregations {
-                    values.push(match aggregation {
-                        Aggregation::Percentile(_) => found.next(),
-                        _ => {
-                            column += 1;
-                            row.try_get::<_, Option<f64>>(column - 1).map_err(from_pg)?
-                        }
-                    });
-                }
-                Ok(Bucket {
-                    start: Millis(start),
-                    values,
-                })
+        let key = move |alias: &str| {
+            let time = if alias == "ru" {
+                "ru.hour".to_string()
+            } else {
+                format!("{alias}.read_at")
+            };
+            (
+                format!("{time} - (({time} % {width}::int8) + {width}::int8) % {width}::int8"),
+                String::new(),
+            )
+        };
+        let question = Question {
+            metric: query.metric.as_str(),
+            sensor: query.sensor.as_ref(),
+            location: query.location.as_ref(),
+            from: query.from,
+            to: query.to,
+            rollups: width % HOUR_MS == 0,
+            keep_values: Aggregation::needs_sorted_values(&query.aggregations),
+            key: &key,
+        };
+        let buckets = self.answer::<i64>(&question)?;
+        Ok(buckets
+            .into_iter()
+            .map(|(start, mut collector)| Bucket {
+                start: Millis(start),
+                values: collector.answer(&query.aggregations),
             })
-            .collect()
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: i64 = HOUR_MS;
+
+    #[test]
+    fn a_range_splits_into_whole_hours_and_partial_edges() {
+        let at = |millis| Some(Millis(millis));
+        assert_eq!(
+            split(at(10 * H + 5), at(13 * H + 7)),
+            Split {
+                whole: Some((Some(11 * H), Some(13 * H))),
+                edges: vec![
+                    (Some(10 * H + 5), Some(11 * H)),
+                    (Some(13 * H), Some(13 * H + 7))
+                ],
+            }
+        );
+        assert_eq!(
+            split(at(10 * H), at(12 * H)),
+            Split {
+                whole: Some((Some(10 * H), Some(12 * H))),
+                edges: vec![],
+            }
+        );
+        assert_eq!(
+            split(None, at(2 * H + 1)),
+            Split {
+                whole: Some((None, Some(2 * H))),
+                edges: vec![(Some(2 * H), Some(2 * H + 1))],
+            }
+        );
+        assert_eq!(
+            split(at(-H - 1), None),
+            Split {
+                whole: Some((Some(-H), None)),
+                edges: vec![(Some(-H - 1), Some(-H))],
+            }
+        );
+    }
+
+    #[test]
+    fn a_range_inside_one_hour_is_all_edge() {
+        let at = |millis| Some(Millis(millis));
+        assert_eq!(
+            split(at(3 * H + 1), at(4 * H - 1)),
+            Split {
+                whole: None,
+                edges: vec![(Some(3 * H + 1), Some(4 * H - 1))],
+            }
+        );
+    }
+
+    #[test]
+    fn consecutive_dirty_hours_join_into_one_range() {
+        assert_eq!(
+            hour_ranges(&[0, H, 2 * H, 5 * H, 7 * H, 8 * H]),
+            vec![
+                (Some(0), Some(3 * H)),
+                (Some(5 * H), Some(6 * H)),
+                (Some(7 * H), Some(9 * H)),
+            ]
+        );
+        assert!(hour_ranges(&[]).is_empty());
     }
 }

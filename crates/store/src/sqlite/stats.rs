@@ -27,7 +27,7 @@ use audrey_model::{LocationId, Millis, Reading, ReadingId, SensorId};
 
 use super::encoding::metric_column;
 use super::flush::{CHUNK_SPAN_MS, span_start};
-use super::summary::Collector;
+use super::summary::{Collector, collector_from_row};
 use super::{SqliteStore, poisoned};
 use crate::{AggregateQuery, Aggregation, Bucket, GroupBy, StatsGroup, StatsQuery, StoreError};
 
@@ -103,7 +103,7 @@ fn fold_chunk(
 
 /// The summaries of the metric for chunks wholly inside `[from, to)`, as SQL and
 /// parameters. Columns: chunk, sensor_id, location_id, flushed_through, min_read_at, then
-/// the summary (see [`Collector::from_row`]).
+/// the summary (see [`collector_from_row`]).
 fn summaries_sql(
     metric: &str,
     sensor: Option<&SensorId>,
@@ -255,7 +255,7 @@ impl<K, F: Fn(&str, &str, i64) -> K> Fold<'_, F> {
                 continue;
             }
             let key = (self.key_of)(owner.0, owner.1, row.get(4)?);
-            folded.push((chunk, key, Collector::from_row(row, 5)?));
+            folded.push((chunk, key, collector_from_row(row, 5)?));
         }
         Ok(())
     }

@@ -21,7 +21,8 @@ pub struct Harness {
 
 impl Harness {
     /// Runs what the maintenance thread would eventually do (SQLite: flush every landed row
-    /// into the indexed layout; PostgreSQL: partition upkeep and folding counter deltas).
+    /// into the indexed layout; PostgreSQL: partition upkeep, folding counter deltas and
+    /// rolling up every dirty hour).
     pub fn settle(&self) {
         (self.settle)();
     }
@@ -89,10 +90,77 @@ pub fn postgres() -> Option<Harness> {
         store,
         settle: Box::new(move || {
             maintaining.maintain().unwrap();
-            // Maintenance folds counters at its own pace; settle means "now".
+            // Maintenance folds counters and rolls up hours at its own pace; settle means
+            // "now".
             maintaining.fold_counters().unwrap();
+            maintaining.roll_up_all().unwrap();
         }),
         _cleanup: cleanup,
+    })
+}
+
+/// A fresh database with a PostgreSQL store on it, for tests that also run SQL beside the
+/// store (`url`); the database is dropped with the fixture. `None` (with a notice) when no
+/// server is configured.
+#[allow(dead_code)] // for the test files beside the conformance suite
+pub struct PgFixture {
+    pub store: PostgresStore,
+    pub url: String,
+    _cleanup: Cleanup,
+}
+
+#[allow(dead_code)] // for the test files beside the conformance suite
+impl PgFixture {
+    pub fn new(pool_size: usize) -> Option<PgFixture> {
+        let Ok(admin_url) = std::env::var("AUDREY_TEST_POSTGRES_URL") else {
+            eprintln!("skipping: AUDREY_TEST_POSTGRES_URL not set");
+            return None;
+        };
+        let name = format!("audrey_test_{}", uuid::Uuid::now_v7().simple());
+        sql(&admin_url, &format!("CREATE DATABASE {name}"));
+        let cleanup = Cleanup::Database {
+            admin_url: admin_url.clone(),
+            name: name.clone(),
+        };
+        let url = with_database(&admin_url, &name);
+        let store = PostgresStore::open(
+            &url,
+            PostgresOptions {
+                pool_size,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        Some(PgFixture {
+            store,
+            url,
+            _cleanup: cleanup,
+        })
+    }
+}
+
+/// Runs `statement` (one or several, no results) on the database `url` names.
+#[allow(dead_code)] // for the test files beside the conformance suite
+pub fn sql(url: &str, statement: &str) {
+    admin_execute(url, statement).unwrap();
+}
+
+/// The first column of the one row `query` answers, as an integer.
+#[allow(dead_code)] // for the test files beside the conformance suite
+pub fn query_i64(url: &str, query: &str) -> i64 {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        let driver = tokio::spawn(connection);
+        let value: i64 = client.query_one(query, &[]).await.unwrap().get(0);
+        drop(client);
+        let _ = driver.await;
+        value
     })
 }
 
