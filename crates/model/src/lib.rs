@@ -27,5 +27,7 @@ pub use reading::{
     parse_raw_reading, sensor_id_hint, validate_reading,
 };
 pub use sensor::{MetricSpec, Sensor, SensorInput};
-pub use statistics::{Summary, mean_and_stddev, parse_percentiles, percentile_of_sorted};
+pub use statistics::{
+    Summary, mean_and_stddev, parse_percentiles, percentile_of_sorted, percentiles_by_selection,
+};
 pub use time::{EARLIEST_READ_AT, MAX_FUTURE_SKEW_MS, Millis};

@@ -4,7 +4,7 @@
 //! pre-aggregated parts (SQLite chunk summaries, PostgreSQL hourly rollups) and raw values
 //! alike, with the same definitions.
 
-use audrey_model::{Summary, percentile_of_sorted};
+use audrey_model::{Summary, percentiles_by_selection};
 
 use crate::Aggregation;
 
@@ -100,43 +100,48 @@ impl Collector {
         (self.count > 1).then(|| (self.squares / (self.count as f64 - 1.0)).sqrt())
     }
 
-    fn sorted_values(&mut self) -> &[f64] {
+    /// The percentiles `ps` of the kept values, by selection (no full sort); NaN for each
+    /// when no values were kept, which a caller asking for percentiles never lets happen.
+    fn percentiles(&mut self, ps: &[f64]) -> Vec<f64> {
         match &mut self.values {
-            Some(values) => {
-                values.sort_unstable_by(f64::total_cmp);
-                values
+            Some(values) if !values.is_empty() && !ps.is_empty() => {
+                percentiles_by_selection(values, ps)
             }
-            None => &[],
+            _ => vec![f64::NAN; ps.len()],
         }
     }
 
     /// The kept values, sorted ascending, taken out of the collector.
     pub fn take_sorted_values(&mut self) -> Vec<f64> {
-        self.sorted_values();
-        self.values.take().unwrap_or_default()
+        let mut values = self.values.take().unwrap_or_default();
+        values.sort_unstable_by(f64::total_cmp);
+        values
     }
 
     pub fn summary(mut self, percentiles: &[f64]) -> Summary {
         let stddev = self.stddev();
-        let sorted = self.sorted_values();
-        let percentiles = percentiles
-            .iter()
-            .map(|p| (*p, percentile_of_sorted(sorted, *p)))
-            .collect();
+        let values = self.percentiles(percentiles);
         Summary {
             count: self.count,
             min: self.min,
             max: self.max,
             mean: self.mean,
             stddev,
-            percentiles,
+            percentiles: percentiles.iter().copied().zip(values).collect(),
         }
     }
 
     pub fn answer(&mut self, aggregations: &[Aggregation]) -> Vec<Option<f64>> {
         let stddev = self.stddev();
         let (count, sum, mean, min, max) = (self.count, self.sum, self.mean, self.min, self.max);
-        let sorted = self.sorted_values();
+        let ps: Vec<f64> = aggregations
+            .iter()
+            .filter_map(|aggregation| match aggregation {
+                Aggregation::Percentile(p) => Some(*p),
+                _ => None,
+            })
+            .collect();
+        let mut found = self.percentiles(&ps).into_iter();
         aggregations
             .iter()
             .map(|aggregation| match aggregation {
@@ -146,7 +151,7 @@ impl Collector {
                 Aggregation::Min => Some(min),
                 Aggregation::Max => Some(max),
                 Aggregation::Stddev => stddev,
-                Aggregation::Percentile(p) => Some(percentile_of_sorted(sorted, *p)),
+                Aggregation::Percentile(_) => found.next(),
             })
             .collect()
     }

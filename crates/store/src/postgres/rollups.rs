@@ -3,8 +3,8 @@
 //! `reading_rollups` holds, per UTC hour, metric, sensor and location (the reading's own
 //! location, so group-by-location and its city/country joins stay exact), the count, sum,
 //! minimum, maximum, mean and `m2` (sum of squared deviations from the mean) of the values,
-//! and the values themselves sorted ascending (`sorted`), so exact percentiles need no raw
-//! rows either.
+//! and the values themselves sorted ascending (`sorted`, packed big-endian doubles), so exact
+//! percentiles need no raw rows either.
 //!
 //! Invariant, in every snapshot: an hour with no `rollup_dirty` row has rollup rows that
 //! describe exactly its readings. It holds because
@@ -23,9 +23,10 @@
 //! readings are exact from the moment they are acknowledged.
 //!
 //! The rollup work itself is kept off the ingest path and out of bursts: maintenance rolls up
-//! an hour once its newest marker is [`SETTLE`] old (no write for a while), or its oldest is
-//! [`MAX_WAIT`] old (an hour written to continuously, such as the current one under a
-//! steady load, still gets rolled up that often). The readings are read with a binary COPY
+//! an hour once its newest marker is [`SETTLE`] old (no write for a while), or, for an hour
+//! that has ended, once its oldest is [`MAX_WAIT`] old (a past hour that late readings keep
+//! trickling into still gets rolled up that often). The current hour under a steady load is
+//! answered from raw rows until it ends. The readings are read with a binary COPY
 //! and folded here in Rust — about a tenth of the cost of the same aggregation in SQL over
 //! `json_each_text` (measured in docs/benchmarks.md). Markers of unsettled hours are
 //! compacted to one row per hour on every pass, so the marker table stays small.
@@ -51,8 +52,9 @@ pub(super) const HOUR_MS: i64 = 3_600_000;
 
 /// An hour is rolled up once no batch has written into it for this long...
 const SETTLE: Duration = Duration::from_secs(10);
-/// ...or once it has been dirty this long, whatever keeps writing into it.
-const MAX_WAIT: Duration = Duration::from_secs(300);
+/// ...or, for an hour that has ended, once it has been dirty this long, whatever keeps
+/// writing into it.
+const MAX_WAIT: Duration = Duration::from_secs(600);
 /// How often maintenance looks for hours to roll up.
 const ROLLUP_INTERVAL: Duration = Duration::from_secs(5);
 /// One maintenance pass stops starting new hours after this long (counter folds and
@@ -90,8 +92,11 @@ const COMPACT: &str = "WITH gone AS (DELETE FROM rollup_dirty RETURNING *)
      INSERT INTO rollup_dirty (hour, first_marked_at, marked_at)
      SELECT hour, MIN(first_marked_at), MAX(marked_at) FROM gone GROUP BY hour";
 
+/// Hours no batch has touched since `$1`, and hours that ended before `$1` but have been
+/// dirty since `$2` (a past hour trickled into without pause). The current hour waits for
+/// its end: rolling it up again every few minutes would re-read a growing hour.
 const DUE: &str = "SELECT hour FROM rollup_dirty GROUP BY hour
-     HAVING MAX(marked_at) <= $1 OR MIN(first_marked_at) <= $2
+     HAVING MAX(marked_at) <= $1 OR (MIN(first_marked_at) <= $2 AND hour + 3600000 <= $1)
      ORDER BY hour LIMIT 256";
 
 impl PostgresStore {
@@ -294,14 +299,14 @@ async fn roll_up_hour(transaction: &Transaction<'_>, hour: i64) -> Result<(), Ho
             Type::FLOAT8,
             Type::FLOAT8,
             Type::FLOAT8,
-            Type::FLOAT8_ARRAY,
+            Type::BYTEA,
         ],
     );
     let mut writer = pin!(writer);
     for (sensor, locations) in fold {
         for (location, metrics) in locations {
             for (metric, mut collector) in metrics {
-                let sorted = collector.take_sorted_values();
+                let sorted = pack(&collector.take_sorted_values());
                 let count = collector.count as i64;
                 writer
                     .as_mut()
@@ -316,7 +321,7 @@ async fn roll_up_hour(transaction: &Transaction<'_>, hour: i64) -> Result<(), Ho
                         &collector.max,
                         &collector.mean,
                         &collector.squares,
-                        &sorted,
+                        &sorted.as_slice(),
                     ])
                     .await?;
             }
@@ -327,4 +332,49 @@ async fn roll_up_hour(transaction: &Transaction<'_>, hour: i64) -> Result<(), Ho
         .execute("DELETE FROM rollup_dirty WHERE hour = $1", &[&hour])
         .await?;
     Ok(())
+}
+
+/// Values as the `sorted` column stores them: big-endian doubles, 8 bytes each.
+fn pack(values: &[f64]) -> Vec<u8> {
+    values
+        .iter()
+        .flat_map(|value| value.to_be_bytes())
+        .collect()
+}
+
+/// The values of a `sorted` column; `None` if its length is not a whole number of doubles.
+pub(super) fn unpack(bytes: &[u8]) -> Option<Vec<f64>> {
+    let doubles = bytes.chunks_exact(8);
+    if !doubles.remainder().is_empty() {
+        return None;
+    }
+    Some(
+        doubles
+            .map(|double| f64::from_be_bytes(double.try_into().unwrap_or([0; 8])))
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packed_values_read_back_bit_for_bit() {
+        let values = [-0.0, 1.5, -1e300, f64::MIN_POSITIVE, 123_456.789, f64::MAX];
+        assert_eq!(unpack(&pack(&values)).unwrap(), values);
+        assert_eq!(pack(&[1.0]), 1.0f64.to_be_bytes());
+        assert_eq!(unpack(&[0; 12]), None);
+    }
+
+    #[test]
+    fn hours_are_floors_also_before_1970() {
+        assert_eq!(hour_of(0), 0);
+        assert_eq!(hour_of(HOUR_MS - 1), 0);
+        assert_eq!(hour_of(-1), -HOUR_MS);
+        assert_eq!(
+            hours_of([7_200_001, 5, 3_600_000, 10].into_iter()),
+            [0, 3_600_000, 7_200_000]
+        );
+    }
 }

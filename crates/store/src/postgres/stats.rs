@@ -30,7 +30,7 @@ use audrey_model::{LocationId, Millis, SensorId};
 
 use super::PostgresStore;
 use super::errors::from_pg;
-use super::rollups::{HOUR_MS, hour_of};
+use super::rollups::{HOUR_MS, hour_of, unpack};
 use crate::fold::Collector;
 use crate::{AggregateQuery, Aggregation, Bucket, GroupBy, StatsGroup, StatsQuery, StoreError};
 
@@ -265,7 +265,13 @@ where
     rows.iter()
         .map(|row| {
             let values = if question.keep_values {
-                Some(row.try_get::<_, Vec<f64>>(7).map_err(from_pg)?)
+                let packed: &[u8] = row.try_get(7).map_err(from_pg)?;
+                Some(unpack(packed).ok_or_else(|| {
+                    StoreError::Internal(format!(
+                        "a rollup's values are {} bytes, not whole doubles",
+                        packed.len()
+                    ))
+                })?)
             } else {
                 None
             };
