@@ -110,8 +110,13 @@ impl PostgresStore {
             }
             *last = Some(Instant::now());
         }
-        self.roll_up(SETTLE, MAX_WAIT, Some(PASS_BUDGET))
-            .map(|_| ())
+        let (_, more) = self.roll_up(SETTLE, MAX_WAIT, Some(PASS_BUDGET))?;
+        if more {
+            // Out of budget with hours still due (a bulk load just ended): go on at the
+            // next maintenance round instead of after a whole interval.
+            *self.last_rollup.lock().map_err(poisoned)? = None;
+        }
+        Ok(())
     }
 
     /// Rolls up every dirty hour now, however recently written: for tests, benchmarks and
@@ -120,7 +125,7 @@ impl PostgresStore {
     pub fn roll_up_all(&self) -> Result<usize, StoreError> {
         let mut total = 0;
         loop {
-            let done = self.roll_up(Duration::ZERO, Duration::ZERO, None)?;
+            let (done, _) = self.roll_up(Duration::ZERO, Duration::ZERO, None)?;
             if done == 0 {
                 return Ok(total);
             }
@@ -140,12 +145,14 @@ impl PostgresStore {
         })
     }
 
+    /// Rolls up the hours due under `settle` and `max_wait`, starting no new hour after
+    /// `budget`. Answers how many were rolled up, and whether some due hours were left.
     fn roll_up(
         &self,
         settle: Duration,
         max_wait: Duration,
         budget: Option<Duration>,
-    ) -> Result<usize, StoreError> {
+    ) -> Result<(usize, bool), StoreError> {
         let started = Instant::now();
         let now = Millis::now().0;
         self.block_on(async {
@@ -157,7 +164,7 @@ impl PostgresStore {
                 .map_err(from_pg)?
                 .get(0);
             if !locked {
-                return Ok(0);
+                return Ok((0, false));
             }
             let result = async {
                 client.execute(COMPACT, &[]).await.map_err(from_pg)?;
@@ -173,7 +180,7 @@ impl PostgresStore {
                 let mut done = 0;
                 for hour in hours {
                     if budget.is_some_and(|budget| started.elapsed() >= budget) {
-                        break;
+                        return Ok((done, true));
                     }
                     let transaction = client
                         .build_transaction()
@@ -193,18 +200,18 @@ impl PostgresStore {
                         Err(HourError::Store(error)) => return Err(error),
                     }
                 }
-                Ok(done)
+                Ok((done, false))
             }
             .await;
             let unlocked = client
                 .execute("SELECT pg_advisory_unlock($1)", &[&ROLLUP_LOCK])
                 .await;
-            let done = result?;
+            let (done, more) = result?;
             unlocked.map_err(from_pg)?;
             if done > 0 {
-                tracing::debug!(hours = done, "rolled up hours of readings");
+                tracing::debug!(hours = done, more, "rolled up hours of readings");
             }
-            Ok(done)
+            Ok((done, more))
         })
     }
 }
