@@ -4,9 +4,11 @@
 //! pre-aggregated parts (SQLite chunk summaries, PostgreSQL hourly rollups) and raw values
 //! alike, with the same definitions.
 
-use audrey_model::{Summary, percentiles_by_selection};
+use std::collections::BTreeMap;
 
-use crate::Aggregation;
+use audrey_model::{Millis, Summary, percentiles_by_selection};
+
+use crate::{Aggregation, Bucket};
 
 /// Folds values one at a time; keeps them only when a percentile needs them.
 #[derive(Clone, Debug)]
@@ -155,4 +157,18 @@ impl Collector {
             })
             .collect()
     }
+}
+
+/// Buckets in start order, each answering `aggregations` from its collector.
+pub(crate) fn buckets(
+    collectors: BTreeMap<i64, Collector>,
+    aggregations: &[Aggregation],
+) -> Vec<Bucket> {
+    collectors
+        .into_iter()
+        .map(|(start, mut collector)| Bucket {
+            start: Millis(start),
+            values: collector.answer(aggregations),
+        })
+        .collect()
 }

@@ -31,7 +31,7 @@ use audrey_model::{LocationId, Millis, SensorId};
 use super::PostgresStore;
 use super::errors::from_pg;
 use super::rollups::{HOUR_MS, hour_of, unpack};
-use crate::fold::Collector;
+use crate::fold::{Collector, buckets};
 use crate::{AggregateQuery, Aggregation, Bucket, GroupBy, StatsGroup, StatsQuery, StoreError};
 
 type Parameters = Vec<Box<dyn ToSql + Sync + Send>>;
@@ -258,23 +258,47 @@ where
              GROUP BY key"
         )
     };
+    let values = question.keep_values.then_some(packed_values as ValuesOf);
+    parts(transaction, &sql, &parameters, values).await
+}
+
+/// Column 7 of a rollup row: its packed values.
+fn packed_values(row: &tokio_postgres::Row) -> Result<Vec<f64>, StoreError> {
+    let packed: &[u8] = row.try_get(7).map_err(from_pg)?;
+    unpack(packed).ok_or_else(|| {
+        StoreError::Internal(format!(
+            "a rollup's values are {} bytes, not whole doubles",
+            packed.len()
+        ))
+    })
+}
+
+/// Column 7 of a raw part: `array_agg` of its values.
+fn array_values(row: &tokio_postgres::Row) -> Result<Vec<f64>, StoreError> {
+    row.try_get(7).map_err(from_pg)
+}
+
+/// How a part's row holds its values, when they are kept.
+type ValuesOf = fn(&tokio_postgres::Row) -> Result<Vec<f64>, StoreError>;
+
+/// Runs `sql`, whose rows are a key and the columns [`part`] reads, and, with `values`, the
+/// values themselves.
+async fn parts<K>(
+    transaction: &Transaction<'_>,
+    sql: &str,
+    parameters: &Parameters,
+    values: Option<ValuesOf>,
+) -> Result<Vec<(K, Collector)>, StoreError>
+where
+    K: for<'b> FromSql<'b> + Ord,
+{
     let rows = transaction
-        .query(&sql, &borrowed(&parameters))
+        .query(sql, &borrowed(parameters))
         .await
         .map_err(from_pg)?;
     rows.iter()
         .map(|row| {
-            let values = if question.keep_values {
-                let packed: &[u8] = row.try_get(7).map_err(from_pg)?;
-                Some(unpack(packed).ok_or_else(|| {
-                    StoreError::Internal(format!(
-                        "a rollup's values are {} bytes, not whole doubles",
-                        packed.len()
-                    ))
-                })?)
-            } else {
-                None
-            };
+            let values = values.map(|values| values(row)).transpose()?;
             Ok((row.try_get(0).map_err(from_pg)?, part(row, values)?))
         })
         .collect()
@@ -326,20 +350,8 @@ where
                 COALESCE(var_pop(v), 0) * count(v){values}
          FROM ({inner} OFFSET 0) s WHERE v IS NOT NULL GROUP BY key"
     );
-    let rows = transaction
-        .query(&sql, &borrowed(&parameters))
-        .await
-        .map_err(from_pg)?;
-    rows.iter()
-        .map(|row| {
-            let values = if question.keep_values {
-                Some(row.try_get::<_, Vec<f64>>(7).map_err(from_pg)?)
-            } else {
-                None
-            };
-            Ok((row.try_get(0).map_err(from_pg)?, part(row, values)?))
-        })
-        .collect()
+    let values = question.keep_values.then_some(array_values as ValuesOf);
+    parts(transaction, &sql, &parameters, values).await
 }
 
 /// Columns 1-6 (count, min, max, sum, mean, m2) of a part's row.
@@ -439,14 +451,7 @@ impl PostgresStore {
             keep_values: Aggregation::needs_sorted_values(&query.aggregations),
             key: &key,
         };
-        let buckets = self.answer::<i64>(&question)?;
-        Ok(buckets
-            .into_iter()
-            .map(|(start, mut collector)| Bucket {
-                start: Millis(start),
-                values: collector.answer(&query.aggregations),
-            })
-            .collect())
+        Ok(buckets(self.answer(&question)?, &query.aggregations))
     }
 }
 

@@ -426,13 +426,7 @@ impl SqliteStore {
                 .or_insert_with(|| Collector::new(keep_values))
                 .merge(collector);
         }
-        Ok(buckets
-            .into_iter()
-            .map(|(start, mut collector)| Bucket {
-                start: Millis(start),
-                values: collector.answer(&query.aggregations),
-            })
-            .collect())
+        Ok(crate::fold::buckets(buckets, &query.aggregations))
     }
 }
 
