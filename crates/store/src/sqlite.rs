@@ -26,6 +26,7 @@
 
 mod append;
 mod counters;
+mod dedup;
 mod encoding;
 mod flush;
 mod geo;
@@ -147,6 +148,7 @@ impl SqliteStore {
         schema::migrate(&mut landing, schema::LANDING)?;
         legacy::convert_readings(&mut writer)?;
         legacy::convert_landing(&mut landing, &writer)?;
+        dedup::convert_reading_keys(&mut writer)?;
         summary::backfill(&mut writer)?;
         // Checkpoints of landing.db run on the maintenance thread, not on the ack path.
         landing.pragma_update(None, "wal_autocheckpoint", 0)?;
@@ -185,6 +187,7 @@ impl SqliteStore {
         let landing = schema::migrate(&mut landing_connection, schema::LANDING)?;
         legacy::convert_readings(&mut main_connection)?;
         legacy::convert_landing(&mut landing_connection, &main_connection)?;
+        dedup::convert_reading_keys(&mut main_connection)?;
         summary::backfill(&mut main_connection)?;
         Ok(main + landing)
     }
