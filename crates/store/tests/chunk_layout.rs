@@ -963,3 +963,59 @@ fn a_hashed_key_that_names_a_chunk_without_the_message_is_no_duplicate() {
     );
     assert_eq!(outcomes[1], AppendOutcome::Duplicate(stranger.id));
 }
+
+#[test]
+fn past_the_memtable_limit_a_commit_flushes_one_small_step_not_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(
+        dir.path(),
+        SqliteOptions {
+            flush_rows: 30,
+            flush_max_rows: 10_000,
+            memtable_max_rows: 100,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    register(&store);
+    let mut landed_after = Vec::new();
+    let mut accepted = 0;
+    for batch in 0..6i64 {
+        let readings: Vec<ValidReading> = (0..50i64)
+            .map(|index| ValidReading {
+                sensor_id: sensor(index as usize % SENSORS),
+                location_id: location(index as usize % SENSORS),
+                read_at: Millis(1_000 * HOUR + batch * 1_000 + index),
+                values: ReadingValues(vec![(MetricName::parse("t").unwrap(), index as f64)]),
+                message_id: Some(MessageId::parse(&format!("b{batch}-{index}")).unwrap()),
+            })
+            .collect();
+        let outcomes = store
+            .append(
+                AppendBatch {
+                    readings,
+                    ..Default::default()
+                },
+                Millis(2_000_000_000_000 + batch),
+            )
+            .unwrap();
+        accepted += outcomes
+            .iter()
+            .filter(|outcome| matches!(outcome, AppendOutcome::Accepted(_)))
+            .count();
+        landed_after.push(store.landed_rows());
+    }
+    // From the third commit on, each finds 100 landed and first flushes the oldest 30 rows,
+    // extended to the whole batch they start (50), not all 100.
+    assert_eq!(landed_after, vec![50, 100, 100, 100, 100, 100]);
+    assert_eq!(accepted, 300);
+    let all = pages(
+        &store,
+        &ReadingQuery {
+            order: Order::Oldest,
+            limit: 1_000,
+            ..Default::default()
+        },
+    );
+    assert_eq!(all.len(), 300, "flushed and landed readings are all found");
+}

@@ -22,7 +22,7 @@ impl SqliteStore {
     ) -> Result<Vec<AppendOutcome>, StoreError> {
         if self.landed_rows() >= self.options.memtable_max_rows {
             // Backpressure: the background flush has fallen behind; catch up first.
-            self.flush(self.options.flush_max_rows)?;
+            self.relieve_memtable()?;
         }
         let mut landing = self.landing()?;
         let transaction = landing.transaction_with_behavior(TransactionBehavior::Immediate)?;

@@ -132,7 +132,29 @@ impl SqliteStore {
     /// same transaction records how far the flush got, so a crash in between is repaired at
     /// open by deleting those batches instead of flushing them twice.
     pub(super) fn flush(&self, max_rows: usize) -> Result<usize, StoreError> {
-        let _one_at_a_time = self.flushing.lock().map_err(poisoned)?;
+        let one_at_a_time = self.flushing.lock().map_err(poisoned)?;
+        self.flush_locked(max_rows, one_at_a_time)
+    }
+
+    /// Backpressure for `append` once more than `memtable_max_rows` have landed: waits for
+    /// a flush in progress (usually the maintenance thread's, which frees up to
+    /// `flush_max_rows`), and only if that was not enough flushes the smallest step
+    /// (`flush_rows`) itself. A commit waits for one flush, never for two in a row, and an
+    /// inline flush is a quarter of a background one: ingest slows to the flush's pace in
+    /// short steps instead of stopping for seconds.
+    pub(super) fn relieve_memtable(&self) -> Result<usize, StoreError> {
+        let one_at_a_time = self.flushing.lock().map_err(poisoned)?;
+        if self.landed_rows() < self.options.memtable_max_rows {
+            return Ok(0);
+        }
+        self.flush_locked(self.options.flush_rows, one_at_a_time)
+    }
+
+    fn flush_locked(
+        &self,
+        max_rows: usize,
+        _one_at_a_time: std::sync::MutexGuard<'_, ()>,
+    ) -> Result<usize, StoreError> {
         let (up_to, rows): (i64, Vec<Arc<Reading>>) = {
             let memtable = self.memtable.read().map_err(poisoned)?;
             match memtable.oldest(max_rows) {
