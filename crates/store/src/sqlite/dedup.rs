@@ -3,8 +3,8 @@
 //! A reading with a message id has one entry: the 64-bit [`key_of`] its `(sensor_id,
 //! message_id)` and the chunk that holds it. The key is an integer so that an entry is ~12
 //! bytes instead of the two texts and the id (~65 bytes in `reading_keys`, the table it
-//! replaced in migration 6), and a flush's entries touch a quarter of the pages with integer
-//! comparisons instead of `memcmp` of texts. Its top [`SENSOR_BITS`] bits come from the
+//! replaced in migration 6 of audrey.db, schema 9), and a flush's entries touch a quarter of
+//! the pages with integer comparisons instead of `memcmp` of texts. Its top [`SENSOR_BITS`] bits come from the
 //! sensor id alone, so a sensor's keys stay together in the B-tree (a flush of 400,000
 //! readings of 10,000 sensors dirties about one leaf per sensor, not one per reading, however
 //! large the index grows); the other bits from the whole key.
