@@ -28,6 +28,8 @@ impl SqliteStore {
         let transaction = landing.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut outcomes = Vec::with_capacity(batch.readings.len());
         let mut staged = Vec::with_capacity(batch.readings.len());
+        // The hashed dedup keys of the staged readings that have a message id.
+        let mut staged_keys = Vec::with_capacity(batch.readings.len());
         // Sized up front: growing these maps reading by reading was a visible share of the
         // committer's time.
         let mut counters: FastMap<SensorId, CounterDelta> =
@@ -67,12 +69,14 @@ impl SqliteStore {
                 }
                 if let Some(message) = &reading.message_id {
                     let key = (reading.sensor_id.clone(), message.clone());
+                    // Hashed once: for the Bloom filter now and, if accepted, its insert.
+                    let hashed = key_of(key.0.as_str(), key.1.as_str());
                     let earlier = match in_batch.get(&key).copied() {
                         Some(id) => Some(id),
                         None => match memtable.duplicate_of(&key) {
                             Some(id) => Some(id),
                             // Most fresh keys stop here without touching the index.
-                            None if keys.may_contain(key_of(key.0.as_str(), key.1.as_str())) => {
+                            None if keys.may_contain(hashed) => {
                                 self.flushed_duplicate_of(&mut packed, &key.0, &key.1)?
                             }
                             None => None,
@@ -84,6 +88,7 @@ impl SqliteStore {
                         continue;
                     }
                     in_batch.insert(key, id);
+                    staged_keys.push(hashed);
                     staged.push((id, reading));
                 } else {
                     staged.push((id, reading));
@@ -139,10 +144,8 @@ impl SqliteStore {
         // dedup keys before this batch's keys are visible, nor land rows ahead of these.
         {
             let mut keys = self.keys.write().map_err(poisoned)?;
-            for (_, reading) in &staged {
-                if let Some(message) = &reading.message_id {
-                    keys.insert(key_of(reading.sensor_id.as_str(), message.as_str()));
-                }
+            for key in staged_keys {
+                keys.insert(key);
             }
         }
         if seq != 0 {
