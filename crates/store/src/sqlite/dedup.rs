@@ -91,11 +91,13 @@ impl Lookup {
             .query_map([key_of(sensor, message)], |row| row.get::<_, i64>(0))?
             .collect::<Result<Vec<i64>, _>>()?;
         for chunk in chunks {
-            if !self.chunks.contains_key(&chunk) {
-                let keys = chunk_message_ids(reader, chunk)?;
-                self.chunks.insert(chunk, keys);
-            }
-            if let Some(Some((owner, keys))) = self.chunks.get(&chunk)
+            let decoded = match self.chunks.entry(chunk) {
+                std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+                std::collections::hash_map::Entry::Vacant(entry) => {
+                    entry.insert(chunk_message_ids(reader, chunk)?)
+                }
+            };
+            if let Some((owner, keys)) = decoded
                 && owner == sensor
                 && let Some(id) = keys.get(message)
             {

@@ -15,6 +15,9 @@ use audrey_model::{LocationId, MessageId, Millis, Reading, ReadingId, SensorId};
 use super::counters::FastMap;
 use crate::{Cursor, Order, ReadingQuery};
 
+/// One sensor's landed readings by `(read_at, id)`, each with its landing seq.
+type Series = BTreeMap<(Millis, ReadingId), (i64, Arc<Reading>)>;
+
 #[derive(Default)]
 pub(crate) struct Memtable {
     /// In landing order: `(landing seq, reading)`.
@@ -25,7 +28,7 @@ pub(crate) struct Memtable {
     // Each entry carries its reading's landing seq, so a flush's removal can be one
     // sequential pass over an index instead of a hashed removal per reading.
     by_id: FastMap<ReadingId, (i64, Arc<Reading>)>,
-    by_sensor: FastMap<SensorId, BTreeMap<(Millis, ReadingId), (i64, Arc<Reading>)>>,
+    by_sensor: FastMap<SensorId, Series>,
     by_message: FastMap<(SensorId, MessageId), (i64, ReadingId)>,
     /// When the oldest row in the memtable was received.
     oldest_received: Option<Millis>,
