@@ -924,10 +924,11 @@ fn a_hashed_key_that_names_a_chunk_without_the_message_is_no_duplicate() {
         .unwrap()
         .clone();
     let connection = rusqlite::Connection::open(dir.path().join("audrey.db")).unwrap();
+    // The chunk holding `stranger`: it has message ids, just not this one.
     let chunk: i64 = connection
         .query_row(
-            "SELECT chunk FROM chunks WHERE sensor_id = ?1 LIMIT 1",
-            [stranger.sensor_id.as_str()],
+            "SELECT chunk FROM reading_ids WHERE id = ?1",
+            [stranger.id.as_bytes()],
             |row| row.get(0),
         )
         .unwrap();
