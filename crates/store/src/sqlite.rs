@@ -14,8 +14,8 @@
 //!   per sensor, location and hour of `read_at` per flush, the readings sorted by
 //!   `(read_at, id)` in columns (ids, times, message ids, one column per metric). Chunks are
 //!   indexed by sensor, location and time (min and max `read_at`); `reading_ids` maps each
-//!   reading id to its chunk (append-ordered: ids are UUIDv7) and `reading_keys` holds the
-//!   dedup keys, clustered by sensor.
+//!   reading id to its chunk (append-ordered: ids are UUIDv7) and `dedup_keys` maps a
+//!   64-bit hash of each dedup key to its chunk, clustered by sensor ([`dedup`]).
 //! - A flush packs the oldest landed batches from memory into chunks in one transaction on
 //!   its own connection, which also records in `flush_state` the last landing seq it packed;
 //!   then it forgets them from the memtable and deletes them from `landing_batches`.
@@ -26,6 +26,7 @@
 
 mod append;
 mod counters;
+mod dedup;
 mod encoding;
 mod flush;
 mod geo;
@@ -147,6 +148,7 @@ impl SqliteStore {
         schema::migrate(&mut landing, schema::LANDING)?;
         legacy::convert_readings(&mut writer)?;
         legacy::convert_landing(&mut landing, &writer)?;
+        dedup::convert_reading_keys(&mut writer)?;
         summary::backfill(&mut writer)?;
         // Checkpoints of landing.db run on the maintenance thread, not on the ack path.
         landing.pragma_update(None, "wal_autocheckpoint", 0)?;
@@ -185,6 +187,7 @@ impl SqliteStore {
         let landing = schema::migrate(&mut landing_connection, schema::LANDING)?;
         legacy::convert_readings(&mut main_connection)?;
         legacy::convert_landing(&mut landing_connection, &main_connection)?;
+        dedup::convert_reading_keys(&mut main_connection)?;
         summary::backfill(&mut main_connection)?;
         Ok(main + landing)
     }

@@ -787,11 +787,15 @@ fn chunks_stored_before_summaries_existed_are_summarised_at_open() {
     fill(&store, &mut random, 30, &mut model);
     store.flush_all().unwrap();
     drop(store);
-    // Back to schema version 6 (four migrations of audrey.db): chunks without summaries.
+    // Back to schema version 6 (four migrations of audrey.db): chunks without summaries,
+    // and the dedup index of that version (its entries do not matter here).
     let connection = rusqlite::Connection::open(dir.path().join("audrey.db")).unwrap();
     connection
         .execute_batch(
-            "DROP TABLE chunk_summaries; DROP TABLE summary_backfill; PRAGMA user_version = 4;",
+            "DROP TABLE chunk_summaries; DROP TABLE summary_backfill; DROP TABLE dedup_keys;
+             CREATE TABLE reading_keys (sensor_id TEXT NOT NULL, message_id TEXT NOT NULL,
+                 id BLOB NOT NULL, PRIMARY KEY (sensor_id, message_id)) WITHOUT ROWID;
+             PRAGMA user_version = 4;",
         )
         .unwrap();
     drop(connection);
@@ -810,4 +814,209 @@ fn chunks_stored_before_summaries_existed_are_summarised_at_open() {
     assert!(chunks > 0);
     assert_eq!(summarised, chunks, "every chunk has its summaries");
     assert_eq!(pending, 0, "the backfill is finished and forgotten");
+}
+
+/// Appends `readings` again as new requests would (same sensors and message ids, new times)
+/// and answers the outcomes.
+fn resend(store: &SqliteStore, readings: &[&Reading]) -> Vec<AppendOutcome> {
+    store
+        .append(
+            AppendBatch {
+                readings: readings
+                    .iter()
+                    .map(|reading| ValidReading {
+                        sensor_id: reading.sensor_id.clone(),
+                        location_id: reading.location_id.clone(),
+                        read_at: Millis(reading.read_at.0 + 1),
+                        values: reading.values.clone(),
+                        message_id: reading.message_id.clone(),
+                    })
+                    .collect(),
+                ..Default::default()
+            },
+            Millis(2_200_000_000_000),
+        )
+        .unwrap()
+}
+
+#[test]
+fn a_store_of_schema_8_keeps_its_dedup_keys_when_they_move_to_hashed_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = small_flushes(dir.path());
+    register(&store);
+    let mut random = Lcg(17);
+    let mut model = Vec::new();
+    fill(&store, &mut random, 30, &mut model);
+    store.flush_all().unwrap();
+    drop(store);
+    // Back to schema version 8 (five migrations of audrey.db): the dedup index as it was,
+    // texts and id per reading, filled from what the store holds.
+    let connection = rusqlite::Connection::open(dir.path().join("audrey.db")).unwrap();
+    connection
+        .execute_batch(
+            "DROP TABLE dedup_keys;
+             CREATE TABLE reading_keys (
+                 sensor_id TEXT NOT NULL,
+                 message_id TEXT NOT NULL,
+                 id BLOB NOT NULL,
+                 PRIMARY KEY (sensor_id, message_id)
+             ) WITHOUT ROWID;
+             PRAGMA user_version = 5;",
+        )
+        .unwrap();
+    let keyed: Vec<&Reading> = model
+        .iter()
+        .filter(|reading| reading.message_id.is_some())
+        .collect();
+    for reading in &keyed {
+        connection
+            .execute(
+                "INSERT INTO reading_keys (sensor_id, message_id, id) VALUES (?1, ?2, ?3)",
+                rusqlite::params![
+                    reading.sensor_id.as_str(),
+                    reading.message_id.as_ref().unwrap().as_str(),
+                    reading.id.as_bytes()
+                ],
+            )
+            .unwrap();
+    }
+    drop(connection);
+    assert_eq!(SqliteStore::migrate_only(dir.path()).unwrap(), 9);
+    let reopened = small_flushes(dir.path());
+    assert!(keyed.len() > 100);
+    let outcomes = resend(&reopened, &keyed);
+    for (reading, outcome) in keyed.iter().zip(&outcomes) {
+        assert_eq!(
+            *outcome,
+            AppendOutcome::Duplicate(reading.id),
+            "a packed reading's key survives the conversion"
+        );
+    }
+    let connection = rusqlite::Connection::open(dir.path().join("audrey.db")).unwrap();
+    let (old_tables, entries): (i64, i64) = connection
+        .query_row(
+            "SELECT (SELECT COUNT(*) FROM sqlite_master WHERE name = 'reading_keys'),
+                    (SELECT COUNT(*) FROM dedup_keys)",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(old_tables, 0, "reading_keys is dropped");
+    assert_eq!(entries as usize, keyed.len());
+    check_queries(&reopened, &model);
+}
+
+#[test]
+fn a_hashed_key_that_names_a_chunk_without_the_message_is_no_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = small_flushes(dir.path());
+    register(&store);
+    let mut random = Lcg(19);
+    let mut model = Vec::new();
+    fill(&store, &mut random, 12, &mut model);
+    store.flush_all().unwrap();
+    drop(store);
+    // An index entry for a key no stored reading has, pointing at a chunk of its sensor: what
+    // a second key with the same 64-bit hash would look like.
+    let stranger = model
+        .iter()
+        .find(|reading| reading.message_id.is_some())
+        .unwrap()
+        .clone();
+    let connection = rusqlite::Connection::open(dir.path().join("audrey.db")).unwrap();
+    // The chunk holding `stranger`: it has message ids, just not this one.
+    let chunk: i64 = connection
+        .query_row(
+            "SELECT chunk FROM reading_ids WHERE id = ?1",
+            [stranger.id.as_bytes()],
+            |row| row.get(0),
+        )
+        .unwrap();
+    // The key of (sensor, "never-sent"), computed by the store itself: append it once to a
+    // throw-away store and read its entry back.
+    let scratch = tempfile::tempdir().unwrap();
+    let other = small_flushes(scratch.path());
+    register(&other);
+    let mut never_sent = stranger.clone();
+    never_sent.message_id = Some(MessageId::parse("never-sent").unwrap());
+    assert!(matches!(
+        resend(&other, &[&never_sent])[0],
+        AppendOutcome::Accepted(_)
+    ));
+    other.flush_all().unwrap();
+    drop(other);
+    let key: i64 = rusqlite::Connection::open(scratch.path().join("audrey.db"))
+        .unwrap()
+        .query_row("SELECT key FROM dedup_keys", [], |row| row.get(0))
+        .unwrap();
+    connection
+        .execute(
+            "INSERT INTO dedup_keys (key, chunk) VALUES (?1, ?2)",
+            rusqlite::params![key, chunk],
+        )
+        .unwrap();
+    drop(connection);
+    let reopened = small_flushes(dir.path());
+    let outcomes = resend(&reopened, &[&never_sent, &stranger]);
+    assert!(
+        matches!(outcomes[0], AppendOutcome::Accepted(_)),
+        "an index entry only says where to look: {outcomes:?}"
+    );
+    assert_eq!(outcomes[1], AppendOutcome::Duplicate(stranger.id));
+}
+
+#[test]
+fn past_the_memtable_limit_a_commit_flushes_one_small_step_not_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(
+        dir.path(),
+        SqliteOptions {
+            flush_rows: 30,
+            flush_max_rows: 10_000,
+            memtable_max_rows: 100,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    register(&store);
+    let mut landed_after = Vec::new();
+    let mut accepted = 0;
+    for batch in 0..6i64 {
+        let readings: Vec<ValidReading> = (0..50i64)
+            .map(|index| ValidReading {
+                sensor_id: sensor(index as usize % SENSORS),
+                location_id: location(index as usize % SENSORS),
+                read_at: Millis(1_000 * HOUR + batch * 1_000 + index),
+                values: ReadingValues(vec![(MetricName::parse("t").unwrap(), index as f64)]),
+                message_id: Some(MessageId::parse(&format!("b{batch}-{index}")).unwrap()),
+            })
+            .collect();
+        let outcomes = store
+            .append(
+                AppendBatch {
+                    readings,
+                    ..Default::default()
+                },
+                Millis(2_000_000_000_000 + batch),
+            )
+            .unwrap();
+        accepted += outcomes
+            .iter()
+            .filter(|outcome| matches!(outcome, AppendOutcome::Accepted(_)))
+            .count();
+        landed_after.push(store.landed_rows());
+    }
+    // From the third commit on, each finds 100 landed and first flushes the oldest 30 rows,
+    // extended to the whole batch they start (50), not all 100.
+    assert_eq!(landed_after, vec![50, 100, 100, 100, 100, 100]);
+    assert_eq!(accepted, 300);
+    let all = pages(
+        &store,
+        &ReadingQuery {
+            order: Order::Oldest,
+            limit: 1_000,
+            ..Default::default()
+        },
+    );
+    assert_eq!(all.len(), 300, "flushed and landed readings are all found");
 }

@@ -6,6 +6,7 @@ use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use audrey_model::{MessageId, Millis, ReadingId, SensorId};
 
 use super::counters::{self, CounterDelta, FastMap, encode_commit_deltas};
+use super::dedup::{Lookup, key_of};
 use super::encoding::{decode_batch, encode_batch};
 use super::readings::truncate;
 use super::{SqliteStore, poisoned};
@@ -21,12 +22,14 @@ impl SqliteStore {
     ) -> Result<Vec<AppendOutcome>, StoreError> {
         if self.landed_rows() >= self.options.memtable_max_rows {
             // Backpressure: the background flush has fallen behind; catch up first.
-            self.flush(self.options.flush_max_rows)?;
+            self.relieve_memtable()?;
         }
         let mut landing = self.landing()?;
         let transaction = landing.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut outcomes = Vec::with_capacity(batch.readings.len());
         let mut staged = Vec::with_capacity(batch.readings.len());
+        // The hashed dedup keys of the staged readings that have a message id.
+        let mut staged_keys = Vec::with_capacity(batch.readings.len());
         // Sized up front: growing these maps reading by reading was a visible share of the
         // committer's time.
         let mut counters: FastMap<SensorId, CounterDelta> =
@@ -50,6 +53,7 @@ impl SqliteStore {
                 .collect();
             let replay = batch.assigned_ids.is_some();
             let mut ids_in_batch: FastMap<ReadingId, ()> = FastMap::default();
+            let mut packed = Lookup::default();
             for (reading, id) in batch.readings.into_iter().zip(assigned) {
                 let counter = counters.entry(reading.sensor_id.clone()).or_default();
                 // A replayed id that is already stored (with or without a message id) is the
@@ -65,13 +69,15 @@ impl SqliteStore {
                 }
                 if let Some(message) = &reading.message_id {
                     let key = (reading.sensor_id.clone(), message.clone());
+                    // Hashed once: for the Bloom filter now and, if accepted, its insert.
+                    let hashed = key_of(key.0.as_str(), key.1.as_str());
                     let earlier = match in_batch.get(&key).copied() {
                         Some(id) => Some(id),
                         None => match memtable.duplicate_of(&key) {
                             Some(id) => Some(id),
                             // Most fresh keys stop here without touching the index.
-                            None if keys.may_contain(key.0.as_str(), key.1.as_str()) => {
-                                self.flushed_duplicate_of(&key.0, &key.1)?
+                            None if keys.may_contain(hashed) => {
+                                self.flushed_duplicate_of(&mut packed, &key.0, &key.1)?
                             }
                             None => None,
                         },
@@ -82,6 +88,7 @@ impl SqliteStore {
                         continue;
                     }
                     in_batch.insert(key, id);
+                    staged_keys.push(hashed);
                     staged.push((id, reading));
                 } else {
                     staged.push((id, reading));
@@ -137,10 +144,8 @@ impl SqliteStore {
         // dedup keys before this batch's keys are visible, nor land rows ahead of these.
         {
             let mut keys = self.keys.write().map_err(poisoned)?;
-            for (_, reading) in &staged {
-                if let Some(message) = &reading.message_id {
-                    keys.insert(reading.sensor_id.as_str(), message.as_str());
-                }
+            for key in staged_keys {
+                keys.insert(key);
             }
         }
         if seq != 0 {
@@ -161,21 +166,11 @@ impl SqliteStore {
     /// The id stored under a dedup key among packed readings, if any.
     fn flushed_duplicate_of(
         &self,
+        packed: &mut Lookup,
         sensor: &SensorId,
         message: &MessageId,
     ) -> Result<Option<ReadingId>, StoreError> {
-        let reader = self.reader()?;
-        let mut lookup = reader.prepare_cached(
-            "SELECT id FROM reading_keys WHERE sensor_id = ?1 AND message_id = ?2",
-        )?;
-        let found = lookup
-            .query_row(params![sensor.as_str(), message.as_str()], |row| {
-                row.get::<_, Vec<u8>>(0)
-            })
-            .optional()?;
-        Ok(found
-            .and_then(|bytes| uuid::Uuid::from_slice(&bytes).ok())
-            .map(ReadingId))
+        packed.find(&*self.reader()?, sensor.as_str(), message.as_str())
     }
 
     fn flushed_id_exists(&self, id: ReadingId) -> Result<bool, StoreError> {
@@ -236,12 +231,10 @@ impl SqliteStore {
         let mut count = 0usize;
         {
             let reader = self.reader()?;
-            let mut statement = reader.prepare("SELECT sensor_id, message_id FROM reading_keys")?;
+            let mut statement = reader.prepare("SELECT key FROM dedup_keys")?;
             let mut rows = statement.query([])?;
             while let Some(row) = rows.next()? {
-                let sensor = row.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
-                let message = row.get_ref(1)?.as_str().map_err(rusqlite::Error::from)?;
-                keys.insert(sensor, message);
+                keys.insert(row.get(0)?);
                 count += 1;
             }
         }
@@ -249,7 +242,7 @@ impl SqliteStore {
             .memtable
             .read()
             .map_err(poisoned)?
-            .for_each_key(|sensor, message| keys.insert(sensor, message));
+            .for_each_key(|sensor, message| keys.insert(key_of(sensor, message)));
         tracing::info!(keys = count, "loaded dedup keys");
         Ok(())
     }

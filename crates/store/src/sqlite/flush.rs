@@ -9,6 +9,7 @@ use rusqlite::{Transaction, TransactionBehavior, params};
 use audrey_model::{LocationId, Millis, Reading, SensorId};
 
 use super::counters::{FastMap, count_accepted, fold_and_trim};
+use super::dedup::key_of;
 use super::encoding::{chunk_keys, decode_chunk, encode_chunk};
 use super::summary::{ChunkOwner, forget_summaries, write_summaries};
 use super::{SqliteStore, poisoned};
@@ -59,9 +60,8 @@ pub(crate) fn write_chunks<R: std::ops::Deref<Target = Reading>>(
     )?;
     let mut insert_id = transaction
         .prepare_cached("INSERT OR IGNORE INTO reading_ids (id, chunk) VALUES (?1, ?2)")?;
-    let mut insert_key = transaction.prepare_cached(
-        "INSERT OR IGNORE INTO reading_keys (sensor_id, message_id, id) VALUES (?1, ?2, ?3)",
-    )?;
+    let mut insert_key = transaction
+        .prepare_cached("INSERT OR IGNORE INTO dedup_keys (key, chunk) VALUES (?1, ?2)")?;
     // Number the chunks, then write the per-reading index entries in their own key order
     // (ids ascending, keys by sensor and message): each B-tree page is touched once.
     let mut numbered = Vec::with_capacity(groups.len());
@@ -80,17 +80,18 @@ pub(crate) fn write_chunks<R: std::ops::Deref<Target = Reading>>(
             already_stored.insert(reading.id, ());
         }
     }
-    let mut keys: Vec<(&str, &str, &Reading)> = entries
+    // Hashed dedup keys (dedup.rs), in key order: a sensor's keys are neighbours.
+    let mut keys: Vec<(i64, i64)> = entries
         .iter()
         .filter(|(reading, _)| !already_stored.contains_key(&reading.id))
-        .filter_map(|(reading, _)| {
+        .filter_map(|(reading, chunk)| {
             let message = reading.message_id.as_ref()?;
-            Some((reading.sensor_id.as_str(), message.as_str(), *reading))
+            Some((key_of(reading.sensor_id.as_str(), message.as_str()), *chunk))
         })
         .collect();
-    keys.sort_unstable_by(|left, right| (left.0, left.1).cmp(&(right.0, right.1)));
-    for (sensor, message, reading) in keys {
-        insert_key.execute(params![sensor, message, reading.id.as_bytes()])?;
+    keys.sort_unstable();
+    for (key, chunk) in keys {
+        insert_key.execute([key, chunk])?;
     }
     let mut stored = 0;
     for (chunk, sensor, location, mut group) in numbered {
@@ -131,7 +132,29 @@ impl SqliteStore {
     /// same transaction records how far the flush got, so a crash in between is repaired at
     /// open by deleting those batches instead of flushing them twice.
     pub(super) fn flush(&self, max_rows: usize) -> Result<usize, StoreError> {
-        let _one_at_a_time = self.flushing.lock().map_err(poisoned)?;
+        let one_at_a_time = self.flushing.lock().map_err(poisoned)?;
+        self.flush_locked(max_rows, one_at_a_time)
+    }
+
+    /// Backpressure for `append` once more than `memtable_max_rows` have landed: waits for
+    /// a flush in progress (usually the maintenance thread's, which frees up to
+    /// `flush_max_rows`), and only if that was not enough flushes the smallest step
+    /// (`flush_rows`) itself. A commit waits for one flush, never for two in a row, and an
+    /// inline flush is a quarter of a background one: ingest slows to the flush's pace in
+    /// short steps instead of stopping for seconds.
+    pub(super) fn relieve_memtable(&self) -> Result<usize, StoreError> {
+        let one_at_a_time = self.flushing.lock().map_err(poisoned)?;
+        if self.landed_rows() < self.options.memtable_max_rows {
+            return Ok(0);
+        }
+        self.flush_locked(self.options.flush_rows, one_at_a_time)
+    }
+
+    fn flush_locked(
+        &self,
+        max_rows: usize,
+        _one_at_a_time: std::sync::MutexGuard<'_, ()>,
+    ) -> Result<usize, StoreError> {
         let (up_to, rows): (i64, Vec<Arc<Reading>>) = {
             let memtable = self.memtable.read().map_err(poisoned)?;
             match memtable.oldest(max_rows) {
@@ -247,17 +270,27 @@ impl SqliteStore {
         {
             let mut delete_id =
                 transaction.prepare_cached("DELETE FROM reading_ids WHERE id = ?1")?;
-            let mut delete_key = transaction.prepare_cached(
-                "DELETE FROM reading_keys WHERE sensor_id = ?1 AND message_id = ?2 AND id = ?3",
-            )?;
+            let mut delete_key = transaction
+                .prepare_cached("DELETE FROM dedup_keys WHERE key = ?1 AND chunk = ?2")?;
             for (chunk, sensor, location, max_read_at, body, flushed_through) in oldest {
-                for (read_at, id, message) in chunk_keys(&body)? {
+                let keys = chunk_keys(&body)?;
+                // Two readings of a chunk may share a hashed key's entry: it stays while one
+                // of them is kept.
+                let kept_keys: std::collections::HashSet<i64> = keys
+                    .iter()
+                    .filter(|(read_at, _, _)| *read_at >= older_than.0)
+                    .filter_map(|(_, _, message)| Some(key_of(&sensor, message.as_deref()?)))
+                    .collect();
+                for (read_at, id, message) in keys {
                     if read_at >= older_than.0 {
                         continue;
                     }
                     delete_id.execute([id.as_bytes()])?;
                     if let Some(message) = message {
-                        delete_key.execute(params![sensor, message, id.as_bytes()])?;
+                        let key = key_of(&sensor, &message);
+                        if !kept_keys.contains(&key) {
+                            delete_key.execute([key, chunk])?;
+                        }
                     }
                     removed += 1;
                 }

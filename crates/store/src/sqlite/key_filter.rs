@@ -1,11 +1,12 @@
-//! A scalable Bloom filter over dedup keys `(sensor_id, message_id)`.
+//! A scalable Bloom filter over dedup keys `(sensor_id, message_id)`, by their stored
+//! 64-bit key (dedup.rs).
 //!
 //! It answers "certainly never stored" for almost every fresh key without touching SQLite;
 //! "maybe stored" sends the append path to the unique index. A false positive costs one
 //! index look-up, never a wrong answer. When the newest layer is full, a layer twice as large
 //! is added, so the false-positive rate stays bounded as the store grows.
 
-use std::hash::{BuildHasher, Hasher};
+use super::dedup::mix;
 
 const BITS_PER_KEY: usize = 10; // ~1% false positives with 7 probes
 const PROBES: u32 = 7;
@@ -62,29 +63,26 @@ impl Layer {
 
 pub(crate) struct KeyFilter {
     layers: Vec<Layer>,
-    hasher: foldhash::quality::RandomState,
 }
 
 impl Default for KeyFilter {
     fn default() -> Self {
         KeyFilter {
             layers: vec![Layer::new(FIRST_CAPACITY)],
-            hasher: Default::default(),
         }
     }
 }
 
 impl KeyFilter {
-    fn hash(&self, sensor: &str, message: &str) -> u64 {
-        let mut hasher = self.hasher.build_hasher();
-        hasher.write(sensor.as_bytes());
-        hasher.write_u8(0xff);
-        hasher.write(message.as_bytes());
-        hasher.finish()
+    /// The stored keys of one sensor share their top bits (dedup.rs): mixed again, they
+    /// spread over every block.
+    fn hash(key: i64) -> u64 {
+        mix(key as u64)
     }
 
-    pub fn insert(&mut self, sensor: &str, message: &str) {
-        let hash = self.hash(sensor, message);
+    /// Adds a dedup key, as [`key_of`](super::dedup::key_of) makes it.
+    pub fn insert(&mut self, key: i64) {
+        let hash = Self::hash(key);
         let full = self
             .layers
             .last()
@@ -102,8 +100,8 @@ impl KeyFilter {
     }
 
     /// False means the key was certainly never inserted.
-    pub fn may_contain(&self, sensor: &str, message: &str) -> bool {
-        let hash = self.hash(sensor, message);
+    pub fn may_contain(&self, key: i64) -> bool {
+        let hash = Self::hash(key);
         self.layers.iter().any(|layer| layer.may_contain(hash))
     }
 }
@@ -112,23 +110,27 @@ impl KeyFilter {
 mod tests {
     use super::*;
 
+    use super::super::dedup::key_of;
+
     #[test]
     fn every_inserted_key_is_reported_as_maybe_present() {
         let mut filter = KeyFilter::default();
         for index in 0..10_000 {
-            filter.insert("sensor", &format!("m{index}"));
+            filter.insert(key_of("sensor", &format!("m{index}")));
         }
-        assert!((0..10_000).all(|index| filter.may_contain("sensor", &format!("m{index}"))));
+        assert!(
+            (0..10_000).all(|index| filter.may_contain(key_of("sensor", &format!("m{index}"))))
+        );
     }
 
     #[test]
     fn most_absent_keys_are_reported_absent() {
         let mut filter = KeyFilter::default();
         for index in 0..100_000 {
-            filter.insert("sensor", &format!("m{index}"));
+            filter.insert(key_of("sensor", &format!("m{index}")));
         }
         let false_positives = (0..100_000)
-            .filter(|index| filter.may_contain("other", &format!("m{index}")))
+            .filter(|index| filter.may_contain(key_of("other", &format!("m{index}"))))
             .count();
         assert!(
             false_positives < 2_000,
@@ -140,12 +142,11 @@ mod tests {
     fn a_full_layer_grows_a_larger_one_and_keeps_old_keys() {
         let mut filter = KeyFilter {
             layers: vec![Layer::new(100)],
-            hasher: Default::default(),
         };
         for index in 0..1_000 {
-            filter.insert("s", &index.to_string());
+            filter.insert(key_of("s", &index.to_string()));
         }
         assert!(filter.layers.len() > 1);
-        assert!((0..1_000).all(|index| filter.may_contain("s", &index.to_string())));
+        assert!((0..1_000).all(|index| filter.may_contain(key_of("s", &index.to_string()))));
     }
 }

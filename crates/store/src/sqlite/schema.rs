@@ -158,6 +158,17 @@ pub(crate) const MAIN: &[&str] = &[
     INSERT INTO summary_backfill (singleton, done_through, last_chunk)
         SELECT 1, 0, MAX(chunk) FROM chunks HAVING COUNT(*) > 0;
     "#,
+    // 6: the dedup index of packed readings keyed by a 64-bit hash of (sensor_id, message_id)
+    // with the chunk holding the reading (dedup.rs), instead of both texts and the id per
+    // reading. The entries of `reading_keys` are moved here at open
+    // (`dedup::convert_reading_keys`), which then drops it.
+    r#"
+    CREATE TABLE dedup_keys (
+        key INTEGER NOT NULL,
+        chunk INTEGER NOT NULL,
+        PRIMARY KEY (key, chunk)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// Migrations of `landing.db`: everything the acknowledgement path writes in one transaction.
