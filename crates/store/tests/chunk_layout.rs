@@ -80,6 +80,17 @@ fn small_flushes(dir: &std::path::Path) -> SqliteStore {
     .unwrap()
 }
 
+/// A store of 30 random batches, all flushed, then closed: its directory and what it holds.
+fn flushed_and_closed(seed: u64) -> (tempfile::TempDir, Vec<Reading>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = small_flushes(dir.path());
+    register(&store);
+    let mut model = Vec::new();
+    fill(&store, &mut Lcg(seed), 30, &mut model);
+    store.flush_all().unwrap();
+    (dir, model)
+}
+
 /// Appends `batches` random batches; every third batch is followed by a flush, so the
 /// model's readings end up spread over many overlapping chunks and the memtable.
 fn fill(store: &SqliteStore, random: &mut Lcg, batches: usize, model: &mut Vec<Reading>) {
@@ -779,14 +790,7 @@ fn a_paged_scan_that_a_flush_interrupts_still_returns_every_reading_once_in_orde
 
 #[test]
 fn chunks_stored_before_summaries_existed_are_summarised_at_open() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = small_flushes(dir.path());
-    register(&store);
-    let mut random = Lcg(13);
-    let mut model = Vec::new();
-    fill(&store, &mut random, 30, &mut model);
-    store.flush_all().unwrap();
-    drop(store);
+    let (dir, model) = flushed_and_closed(13);
     // Back to schema version 6 (four migrations of audrey.db): chunks without summaries,
     // and the dedup index of that version (its entries do not matter here).
     let connection = rusqlite::Connection::open(dir.path().join("audrey.db")).unwrap();
@@ -841,14 +845,7 @@ fn resend(store: &SqliteStore, readings: &[&Reading]) -> Vec<AppendOutcome> {
 
 #[test]
 fn a_store_of_schema_8_keeps_its_dedup_keys_when_they_move_to_hashed_keys() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = small_flushes(dir.path());
-    register(&store);
-    let mut random = Lcg(17);
-    let mut model = Vec::new();
-    fill(&store, &mut random, 30, &mut model);
-    store.flush_all().unwrap();
-    drop(store);
+    let (dir, model) = flushed_and_closed(17);
     // Back to schema version 8 (five migrations of audrey.db): the dedup index as it was,
     // texts and id per reading, filled from what the store holds.
     let connection = rusqlite::Connection::open(dir.path().join("audrey.db")).unwrap();

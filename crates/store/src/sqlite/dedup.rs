@@ -25,6 +25,7 @@ use audrey_model::ReadingId;
 
 use super::counters::FastMap;
 use super::encoding::chunk_keys;
+use super::legacy::table_exists;
 use crate::StoreError;
 
 /// Bits of a key that come from the sensor id alone.
@@ -128,14 +129,6 @@ fn chunk_message_ids(
         .filter_map(|(_, id, message)| Some((message?, id)))
         .collect();
     Ok(Some((sensor, keys)))
-}
-
-fn table_exists(connection: &Connection, table: &str) -> Result<bool, StoreError> {
-    Ok(connection.query_row(
-        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
-        [table],
-        |row| row.get::<_, i64>(0),
-    )? > 0)
 }
 
 /// Moves the entries of `reading_keys` (schema 8 and earlier: texts and id per reading)

@@ -19,7 +19,8 @@ use crate::StoreError;
 const CONVERT_ROWS: i64 = 100_000;
 const LEGACY_COLUMNS: &str = "id, sensor_id, location_id, read_at, received_at, message_id, vals";
 
-fn table_exists(connection: &Connection, table: &str) -> Result<bool, StoreError> {
+/// Whether `audrey.db` (or `landing.db`) has a table of this name.
+pub(super) fn table_exists(connection: &Connection, table: &str) -> Result<bool, StoreError> {
     Ok(connection.query_row(
         "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
         [table],
