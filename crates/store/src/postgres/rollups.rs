@@ -166,43 +166,10 @@ impl PostgresStore {
             if !locked {
                 return Ok((0, false));
             }
-            let result = async {
-                client.execute(COMPACT, &[]).await.map_err(from_pg)?;
-                let settled_before = now - settle.as_millis() as i64;
-                let waited_before = now - max_wait.as_millis() as i64;
-                let hours: Vec<i64> = client
-                    .query(DUE, &[&settled_before, &waited_before])
-                    .await
-                    .map_err(from_pg)?
-                    .iter()
-                    .map(|row| row.get(0))
-                    .collect();
-                let mut done = 0;
-                for hour in hours {
-                    if budget.is_some_and(|budget| started.elapsed() >= budget) {
-                        return Ok((done, true));
-                    }
-                    let transaction = client
-                        .build_transaction()
-                        .isolation_level(IsolationLevel::RepeatableRead)
-                        .start()
-                        .await
-                        .map_err(from_pg)?;
-                    let rolled = match roll_up_hour(&transaction, hour).await {
-                        Ok(()) => transaction.commit().await.map_err(HourError::from),
-                        Err(error) => Err(error),
-                    };
-                    match rolled {
-                        Ok(()) => done += 1,
-                        // Another writer deleted what this one saw (a compaction elsewhere):
-                        // the hour stays dirty and is rolled up on a later pass.
-                        Err(HourError::Conflict) => {}
-                        Err(HourError::Store(error)) => return Err(error),
-                    }
-                }
-                Ok((done, false))
-            }
-            .await;
+            let settled_before = now - settle.as_millis() as i64;
+            let waited_before = now - max_wait.as_millis() as i64;
+            let deadline = budget.map(|budget| started + budget);
+            let result = roll_up_due(&mut client, settled_before, waited_before, deadline).await;
             let unlocked = client
                 .execute("SELECT pg_advisory_unlock($1)", &[&ROLLUP_LOCK])
                 .await;
@@ -214,6 +181,48 @@ impl PostgresStore {
             Ok((done, more))
         })
     }
+}
+
+/// One pass over the due hours (see [`DUE`]), each in its own transaction, starting none
+/// after `deadline`. Answers how many were rolled up and whether due hours were left.
+async fn roll_up_due(
+    client: &mut deadpool_postgres::Object,
+    settled_before: i64,
+    waited_before: i64,
+    deadline: Option<Instant>,
+) -> Result<(usize, bool), StoreError> {
+    client.execute(COMPACT, &[]).await.map_err(from_pg)?;
+    let hours: Vec<i64> = client
+        .query(DUE, &[&settled_before, &waited_before])
+        .await
+        .map_err(from_pg)?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let mut done = 0;
+    for hour in hours {
+        if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+            return Ok((done, true));
+        }
+        let transaction = client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .start()
+            .await
+            .map_err(from_pg)?;
+        let rolled = match roll_up_hour(&transaction, hour).await {
+            Ok(()) => transaction.commit().await.map_err(HourError::from),
+            Err(error) => Err(error),
+        };
+        match rolled {
+            Ok(()) => done += 1,
+            // Another writer deleted what this one saw (a compaction elsewhere): the hour
+            // stays dirty and is rolled up on a later pass.
+            Err(HourError::Conflict) => {}
+            Err(HourError::Store(error)) => return Err(error),
+        }
+    }
+    Ok((done, false))
 }
 
 /// Why one hour was not rolled up.

@@ -59,32 +59,10 @@ pub fn sqlite() -> Harness {
 
 /// A store on a fresh database, or `None` (with a notice) when no server is configured.
 pub fn postgres() -> Option<Harness> {
-    let Ok(admin_url) = std::env::var("AUDREY_TEST_POSTGRES_URL") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set but AUDREY_TEST_POSTGRES_URL is not: the PostgreSQL conformance cases \
-             must run in CI"
-        );
-        eprintln!("skipping PostgreSQL conformance: AUDREY_TEST_POSTGRES_URL not set");
-        return None;
-    };
-    let name = format!("audrey_test_{}", uuid::Uuid::now_v7().simple());
-    admin_execute(&admin_url, &format!("CREATE DATABASE {name}")).unwrap();
-    let cleanup = Cleanup::Database {
-        admin_url: admin_url.clone(),
-        name: name.clone(),
-    };
-    let url = with_database(&admin_url, &name);
-    let store = Arc::new(
-        PostgresStore::open(
-            &url,
-            PostgresOptions {
-                pool_size: 4,
-                ..Default::default()
-            },
-        )
-        .unwrap(),
-    );
+    let PgFixture {
+        store, _cleanup, ..
+    } = PgFixture::new(4)?;
+    let store = Arc::new(store);
     let maintaining = store.clone();
     Some(Harness {
         store,
@@ -95,25 +73,29 @@ pub fn postgres() -> Option<Harness> {
             maintaining.fold_counters().unwrap();
             maintaining.roll_up_all().unwrap();
         }),
-        _cleanup: cleanup,
+        _cleanup,
     })
 }
 
 /// A fresh database with a PostgreSQL store on it, for tests that also run SQL beside the
 /// store (`url`); the database is dropped with the fixture. `None` (with a notice) when no
 /// server is configured.
-#[allow(dead_code)] // for the test files beside the conformance suite
+#[allow(dead_code)] // `url` is for the test files beside the conformance suite
 pub struct PgFixture {
     pub store: PostgresStore,
     pub url: String,
     _cleanup: Cleanup,
 }
 
-#[allow(dead_code)] // for the test files beside the conformance suite
 impl PgFixture {
     pub fn new(pool_size: usize) -> Option<PgFixture> {
         let Ok(admin_url) = std::env::var("AUDREY_TEST_POSTGRES_URL") else {
-            eprintln!("skipping: AUDREY_TEST_POSTGRES_URL not set");
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI is set but AUDREY_TEST_POSTGRES_URL is not: the PostgreSQL cases must run \
+                 in CI"
+            );
+            eprintln!("skipping the PostgreSQL cases: AUDREY_TEST_POSTGRES_URL not set");
             return None;
         };
         let name = format!("audrey_test_{}", uuid::Uuid::now_v7().simple());
@@ -148,20 +130,11 @@ pub fn sql(url: &str, statement: &str) {
 /// The first column of the one row `query` answers, as an integer.
 #[allow(dead_code)] // for the test files beside the conformance suite
 pub fn query_i64(url: &str, query: &str) -> i64 {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        let driver = tokio::spawn(connection);
-        let value: i64 = client.query_one(query, &[]).await.unwrap().get(0);
-        drop(client);
-        let _ = driver.await;
-        value
+    with_client(url, async |client| {
+        let row = client.query_one(query, &[]).await;
+        row.map(|row| row.get(0)).map_err(|error| error.to_string())
     })
+    .unwrap()
 }
 
 /// The same server URL pointing at another database.
@@ -179,6 +152,17 @@ pub fn with_database(url: &str, database: &str) -> String {
 }
 
 fn admin_execute(url: &str, statement: &str) -> Result<(), String> {
+    with_client(url, async |client| {
+        let done = client.batch_execute(statement).await;
+        done.map_err(|error| error.to_string())
+    })
+}
+
+/// Runs `work` on a connection of its own to `url`, closed afterwards.
+fn with_client<T>(
+    url: &str,
+    work: impl AsyncFnOnce(&tokio_postgres::Client) -> Result<T, String>,
+) -> Result<T, String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -188,10 +172,7 @@ fn admin_execute(url: &str, statement: &str) -> Result<(), String> {
             .await
             .map_err(|error| error.to_string())?;
         let driver = tokio::spawn(connection);
-        let result = client
-            .batch_execute(statement)
-            .await
-            .map_err(|error| error.to_string());
+        let result = work(&client).await;
         drop(client);
         let _ = driver.await;
         result
