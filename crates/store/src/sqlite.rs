@@ -155,6 +155,7 @@ impl SqliteStore {
         let readers = (0..options.reader_connections.max(1))
             .map(|_| open_connection(&main_path).map(Mutex::new))
             .collect::<Result<Vec<_>, _>>()?;
+        let memtable = Memtable::with_capacity(options.memtable_max_rows);
         let store = SqliteStore {
             directory: data_dir.to_path_buf(),
             options,
@@ -163,7 +164,7 @@ impl SqliteStore {
             landing_reader: Mutex::new(open_connection(&landing_path)?),
             readers,
             next_reader: AtomicUsize::new(0),
-            memtable: RwLock::new(Memtable::default()),
+            memtable: RwLock::new(memtable),
             keys: RwLock::new(KeyFilter::default()),
             counters: Mutex::new(counters::Counters::default()),
             flushing: Mutex::new(()),

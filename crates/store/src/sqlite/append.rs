@@ -1,9 +1,11 @@
 //! The acknowledgement path: one binary landing row per group commit in `landing.db`, and
 //! the reload of landed batches at open.
 
+use std::collections::hash_map::Entry;
+
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
-use audrey_model::{MessageId, Millis, ReadingId, SensorId};
+use audrey_model::{MessageId, Millis, ReadingId, SensorId, ValidReading};
 
 use super::counters::{self, CounterDelta, FastMap, encode_commit_deltas};
 use super::dedup::{Lookup, key_of};
@@ -28,7 +30,7 @@ impl SqliteStore {
         let transaction = landing.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut outcomes = Vec::with_capacity(batch.readings.len());
         let mut staged = Vec::with_capacity(batch.readings.len());
-        // The hashed dedup keys of the staged readings that have a message id.
+        // The hashed dedup key of each staged reading that has a message id.
         let mut staged_keys = Vec::with_capacity(batch.readings.len());
         // Sized up front: growing these maps reading by reading was a visible share of the
         // committer's time.
@@ -37,8 +39,11 @@ impl SqliteStore {
         {
             let memtable = self.memtable.read().map_err(poisoned)?;
             let keys = self.keys.read().map_err(poisoned)?;
-            let mut in_batch: FastMap<(SensorId, MessageId), ReadingId> =
+            // This batch's dedup keys by hash, each with its index in `staged`; a key whose
+            // hash an earlier key of the batch already has goes to `in_batch_colliding`.
+            let mut in_batch: FastMap<i64, usize> =
                 FastMap::with_capacity_and_hasher(batch.readings.len(), Default::default());
+            let mut in_batch_colliding: Vec<(SensorId, MessageId, ReadingId)> = Vec::new();
             if let Some(ids) = &batch.assigned_ids
                 && ids.len() != batch.readings.len()
             {
@@ -67,19 +72,34 @@ impl SqliteStore {
                     outcomes.push(AppendOutcome::Duplicate(id));
                     continue;
                 }
-                if let Some(message) = &reading.message_id {
-                    let key = (reading.sensor_id.clone(), message.clone());
-                    // Hashed once: for the Bloom filter now and, if accepted, its insert.
-                    let hashed = key_of(key.0.as_str(), key.1.as_str());
-                    let earlier = match in_batch.get(&key).copied() {
+                let mut hashed = None;
+                if let Some(message_id) = &reading.message_id {
+                    let (sensor, message) = (reading.sensor_id.as_str(), message_id.as_str());
+                    // Hashed once: for the maps and the Bloom filter now and, if accepted,
+                    // their inserts.
+                    let key = key_of(sensor, message);
+                    let same = |(earlier_id, earlier): &(ReadingId, ValidReading)| {
+                        (earlier.sensor_id.as_str() == sensor
+                            && earlier
+                                .message_id
+                                .as_ref()
+                                .is_some_and(|earlier| earlier.as_str() == message))
+                        .then_some(*earlier_id)
+                    };
+                    let earlier = match in_batch.get(&key).and_then(|index| same(&staged[*index])) {
                         Some(id) => Some(id),
-                        None => match memtable.duplicate_of(&key) {
-                            Some(id) => Some(id),
-                            // Most fresh keys stop here without touching the index.
-                            None if keys.may_contain(hashed) => {
-                                self.flushed_duplicate_of(&mut packed, &key.0, &key.1)?
-                            }
-                            None => None,
+                        None => match in_batch_colliding.iter().find(|(left, right, _)| {
+                            left.as_str() == sensor && right.as_str() == message
+                        }) {
+                            Some((_, _, id)) => Some(*id),
+                            None => match memtable.duplicate_of(key, sensor, message) {
+                                Some(id) => Some(id),
+                                // Most fresh keys stop here without touching the index.
+                                None if keys.may_contain(key) => {
+                                    self.flushed_duplicate_of(&mut packed, sensor, message)?
+                                }
+                                None => None,
+                            },
                         },
                     };
                     if let Some(earlier) = earlier {
@@ -87,12 +107,20 @@ impl SqliteStore {
                         outcomes.push(AppendOutcome::Duplicate(earlier));
                         continue;
                     }
-                    in_batch.insert(key, id);
-                    staged_keys.push(hashed);
-                    staged.push((id, reading));
-                } else {
-                    staged.push((id, reading));
+                    match in_batch.entry(key) {
+                        Entry::Occupied(_) => in_batch_colliding.push((
+                            reading.sensor_id.clone(),
+                            message_id.clone(),
+                            id,
+                        )),
+                        Entry::Vacant(vacant) => {
+                            vacant.insert(staged.len());
+                        }
+                    }
+                    hashed = Some(key);
                 }
+                staged.push((id, reading));
+                staged_keys.push(hashed);
                 counter.accepted += 1;
                 outcomes.push(AppendOutcome::Accepted(id));
             }
@@ -144,8 +172,8 @@ impl SqliteStore {
         // dedup keys before this batch's keys are visible, nor land rows ahead of these.
         {
             let mut keys = self.keys.write().map_err(poisoned)?;
-            for key in staged_keys {
-                keys.insert(key);
+            for key in staged_keys.iter().flatten() {
+                keys.insert(*key);
             }
         }
         if seq != 0 {
@@ -155,8 +183,8 @@ impl SqliteStore {
                 .add_commit(seq, counters);
         }
         let mut memtable = self.memtable.write().map_err(poisoned)?;
-        for (id, reading) in staged {
-            memtable.insert(seq, reading.into_reading(id, received_at));
+        for ((id, reading), key) in staged.into_iter().zip(staged_keys) {
+            memtable.insert(seq, reading.into_reading(id, received_at), key);
         }
         drop(memtable);
         drop(landing);
@@ -167,10 +195,10 @@ impl SqliteStore {
     fn flushed_duplicate_of(
         &self,
         packed: &mut Lookup,
-        sensor: &SensorId,
-        message: &MessageId,
+        sensor: &str,
+        message: &str,
     ) -> Result<Option<ReadingId>, StoreError> {
-        packed.find(&*self.reader()?, sensor.as_str(), message.as_str())
+        packed.find(&*self.reader()?, sensor, message)
     }
 
     fn flushed_id_exists(&self, id: ReadingId) -> Result<bool, StoreError> {
@@ -212,7 +240,11 @@ impl SqliteStore {
             let readings = decode_batch(body, received_at)?;
             loaded.add_landed(seq, &readings, counted)?;
             for reading in readings {
-                memtable.insert(seq, reading);
+                let key = reading
+                    .message_id
+                    .as_ref()
+                    .map(|message| key_of(reading.sensor_id.as_str(), message.as_str()));
+                memtable.insert(seq, reading, key);
             }
         }
         *self.counters.lock().map_err(poisoned)? = loaded;

@@ -13,57 +13,123 @@ use std::sync::Arc;
 use audrey_model::{LocationId, MessageId, Millis, Reading, ReadingId, SensorId};
 
 use super::counters::FastMap;
+use super::dedup::key_of;
 use crate::{Cursor, Order, ReadingQuery};
 
 /// One sensor's landed readings by `(read_at, id)`, each with its landing seq.
 type Series = BTreeMap<(Millis, ReadingId), (i64, Arc<Reading>)>;
 
+/// A landed row: its landing seq, its id (kept beside the reading so that a binary search by
+/// id touches only this array) and the reading.
+type Row = (i64, ReadingId, Arc<Reading>);
+
 #[derive(Default)]
 pub(crate) struct Memtable {
-    /// In landing order: `(landing seq, reading)`.
-    rows: VecDeque<(i64, Arc<Reading>)>,
-    // foldhash, not SipHash: these maps take three inserts and three removals per reading on
-    // the commit and flush paths, and their keys come from validated input (no DoS concern
-    // beyond what any hash map has; foldhash is still randomly seeded per map).
+    /// In landing order, every reading whose id is above the id of the row before it: ids
+    /// are minted in commit order (UUIDv7, monotonic in this process), so this is nearly
+    /// every reading, and finding one by id is a binary search here, with no per-reading
+    /// index to insert into and remove from.
+    rows: VecDeque<Row>,
+    /// In landing order, the readings whose id is not above the last of `rows` when they
+    /// landed: a replay's assigned ids, or ids minted after the clock stepped back. Found
+    /// through `misplaced_ids`.
+    misplaced: VecDeque<Row>,
+    misplaced_ids: FastMap<ReadingId, Arc<Reading>>,
+    // foldhash, not SipHash: these maps take an insert per reading on the commit path, and
+    // their keys come from validated input (no DoS concern beyond what any hash map has;
+    // foldhash is still randomly seeded per map).
     // Each entry carries its reading's landing seq, so a flush's removal can be one
     // sequential pass over an index instead of a hashed removal per reading.
-    by_id: FastMap<ReadingId, (i64, Arc<Reading>)>,
     by_sensor: FastMap<SensorId, Series>,
-    by_message: FastMap<(SensorId, MessageId), (i64, ReadingId)>,
+    /// Dedup keys by their 64-bit hash (`dedup::key_of`, computed once per reading by the
+    /// committer): an integer key, no copies of the two texts. The reading is kept to check
+    /// the texts, since two keys may share a hash; the later of two such keys goes to
+    /// `colliding`, which is nearly always empty.
+    by_message: FastMap<i64, (i64, Arc<Reading>)>,
+    colliding: FastMap<(SensorId, MessageId), (i64, ReadingId)>,
     /// When the oldest row in the memtable was received.
     oldest_received: Option<Millis>,
     /// The landing seq of the last batch a flush moved out (0 before the first).
     flushed_through: i64,
 }
 
+fn same_key(reading: &Reading, sensor: &str, message: &str) -> bool {
+    reading.sensor_id.as_str() == sensor
+        && reading
+            .message_id
+            .as_ref()
+            .is_some_and(|id| id.as_str() == message)
+}
+
 impl Memtable {
+    /// Room for `rows` landed readings reserved up front: growing the dedup map and the row
+    /// array while they hold a million entries rehashes and copies them under the write lock
+    /// the commit path takes (and faults in fresh pages); with the room reserved the memtable
+    /// never reallocates below its limit.
+    pub fn with_capacity(rows: usize) -> Memtable {
+        Memtable {
+            rows: VecDeque::with_capacity(rows),
+            by_message: FastMap::with_capacity_and_hasher(rows, Default::default()),
+            ..Memtable::default()
+        }
+    }
+
     pub fn len(&self) -> usize {
-        self.rows.len()
+        self.rows.len() + self.misplaced.len()
     }
 
     pub fn oldest_received(&self) -> Option<Millis> {
         self.oldest_received
     }
 
-    pub fn insert(&mut self, seq: i64, reading: Reading) {
+    /// Every landed row, in no particular order.
+    fn all(&self) -> impl Iterator<Item = &Arc<Reading>> {
+        self.rows
+            .iter()
+            .chain(self.misplaced.iter())
+            .map(|(_, _, reading)| reading)
+    }
+
+    /// Adds a committed reading. `key` is `dedup::key_of` its sensor and message id, when it
+    /// has a message id.
+    pub fn insert(&mut self, seq: i64, reading: Reading, key: Option<i64>) {
         debug_assert!(
-            self.rows.back().is_none_or(|(last, _)| *last <= seq),
+            self.rows.back().is_none_or(|(last, _, _)| *last <= seq)
+                && self
+                    .misplaced
+                    .back()
+                    .is_none_or(|(last, _, _)| *last <= seq),
             "landing seq must not go back (one seq per group commit)"
         );
         let reading = Arc::new(reading);
-        if let Some(message) = &reading.message_id {
-            self.by_message.insert(
-                (reading.sensor_id.clone(), message.clone()),
-                (seq, reading.id),
-            );
+        if let (Some(key), Some(message)) = (key, &reading.message_id) {
+            match self.by_message.entry(key) {
+                std::collections::hash_map::Entry::Vacant(vacant) => {
+                    vacant.insert((seq, reading.clone()));
+                }
+                std::collections::hash_map::Entry::Occupied(_) => {
+                    self.colliding.insert(
+                        (reading.sensor_id.clone(), message.clone()),
+                        (seq, reading.id),
+                    );
+                }
+            }
         }
-        self.by_id.insert(reading.id, (seq, reading.clone()));
         self.by_sensor
             .entry(reading.sensor_id.clone())
             .or_default()
             .insert((reading.read_at, reading.id), (seq, reading.clone()));
         self.oldest_received.get_or_insert(reading.received_at);
-        self.rows.push_back((seq, reading));
+        if self
+            .rows
+            .back()
+            .is_none_or(|(_, last, _)| *last < reading.id)
+        {
+            self.rows.push_back((seq, reading.id, reading));
+        } else {
+            self.misplaced_ids.insert(reading.id, reading.clone());
+            self.misplaced.push_back((seq, reading.id, reading));
+        }
     }
 
     /// The landing seq of the last batch flushed out: every row still here has a larger one.
@@ -79,98 +145,152 @@ impl Memtable {
     /// The oldest `count` rows, extended to the end of the last group commit they reach (a
     /// landing row holds a whole batch and is deleted whole), and the seq of that commit.
     pub fn oldest(&self, count: usize) -> Option<(i64, Vec<Arc<Reading>>)> {
-        let mut count = count.min(self.rows.len());
+        let count = count.min(self.len());
         if count == 0 {
             return None;
         }
-        let last_seq = self.rows[count - 1].0;
-        while count < self.rows.len() && self.rows[count].0 == last_seq {
-            count += 1;
+        // The seq of the `count`-th row in landing order, merging the two arrays by seq.
+        let (mut in_order, mut out_of_order) = (0, 0);
+        let mut last_seq = 0;
+        for _ in 0..count {
+            let next_in_order = self.rows.get(in_order).map(|(seq, _, _)| *seq);
+            let next_out_of_order = self.misplaced.get(out_of_order).map(|(seq, _, _)| *seq);
+            match (next_in_order, next_out_of_order) {
+                (Some(left), Some(right)) if right < left => {
+                    last_seq = right;
+                    out_of_order += 1;
+                }
+                (Some(left), _) => {
+                    last_seq = left;
+                    in_order += 1;
+                }
+                (None, Some(right)) => {
+                    last_seq = right;
+                    out_of_order += 1;
+                }
+                (None, None) => break,
+            }
         }
+        let through = |rows: &VecDeque<Row>| rows.partition_point(|(seq, _, _)| *seq <= last_seq);
         let rows = self
             .rows
             .iter()
-            .take(count)
-            .map(|(_, reading)| reading.clone())
+            .take(through(&self.rows))
+            .chain(self.misplaced.iter().take(through(&self.misplaced)))
+            .map(|(_, _, reading)| reading.clone())
             .collect();
-        Some((self.rows[count - 1].0, rows))
+        Some((last_seq, rows))
     }
 
     /// Forgets every row with landing seq ≤ `up_to` (they are now in chunks).
     pub fn remove_through(&mut self, up_to: i64) {
-        let leaving = self.rows.partition_point(|(seq, _)| *seq <= up_to);
+        let leaving = self.rows.partition_point(|(seq, _, _)| *seq <= up_to);
+        let leaving_misplaced = self.misplaced.partition_point(|(seq, _, _)| *seq <= up_to);
+        let mut gone: Vec<Row> = self.misplaced.drain(..leaving_misplaced).collect();
+        for (_, id, _) in &gone {
+            self.misplaced_ids.remove(id);
+        }
         // A flush takes a large share (100,000-400,000 of up to 1,200,000 rows): one pass
         // over each index, keeping what is newer, costs less than a hashed removal (a cache
-        // miss or three) per reading, and holds the write lock that the commit path waits for
+        // miss or two) per reading, and holds the write lock that the commit path waits for
         // a shorter time. A small share is removed reading by reading.
         if leaving >= self.rows.len() / 8 {
             self.rows.drain(..leaving);
-            self.by_id.retain(|_, (seq, _)| *seq > up_to);
             self.by_message.retain(|_, (seq, _)| *seq > up_to);
             self.by_sensor.retain(|_, series| {
                 series.retain(|_, (seq, _)| *seq > up_to);
                 !series.is_empty()
             });
-            self.oldest_received = self.rows.front().map(|(_, reading)| reading.received_at);
-            self.flushed_through = self.flushed_through.max(up_to);
-            return;
-        }
-        while let Some((seq, _)) = self.rows.front() {
-            if *seq > up_to {
-                break;
-            }
-            let Some((_, reading)) = self.rows.pop_front() else {
-                break;
-            };
-            self.by_id.remove(&reading.id);
-            if let Some(message) = &reading.message_id {
-                self.by_message
-                    .remove(&(reading.sensor_id.clone(), message.clone()));
-            }
-            if let Some(series) = self.by_sensor.get_mut(&reading.sensor_id) {
-                series.remove(&(reading.read_at, reading.id));
-                if series.is_empty() {
-                    self.by_sensor.remove(&reading.sensor_id);
-                }
+        } else {
+            gone.extend(self.rows.drain(..leaving));
+            for (_, _, reading) in gone {
+                self.forget(&reading);
             }
         }
-        self.oldest_received = self.rows.front().map(|(_, reading)| reading.received_at);
+        self.colliding.retain(|_, (seq, _)| *seq > up_to);
+        self.oldest_received = match (self.rows.front(), self.misplaced.front()) {
+            (Some(left), Some(right)) => Some(left.2.received_at.min(right.2.received_at)),
+            (Some(row), None) | (None, Some(row)) => Some(row.2.received_at),
+            (None, None) => None,
+        };
         self.flushed_through = self.flushed_through.max(up_to);
+    }
+
+    /// Removes one reading's entries from the sensor and dedup indexes.
+    fn forget(&mut self, reading: &Reading) {
+        if let Some(message) = &reading.message_id {
+            let key = key_of(reading.sensor_id.as_str(), message.as_str());
+            if self
+                .by_message
+                .get(&key)
+                .is_some_and(|(_, landed)| landed.id == reading.id)
+            {
+                self.by_message.remove(&key);
+            }
+        }
+        if let Some(series) = self.by_sensor.get_mut(&reading.sensor_id) {
+            series.remove(&(reading.read_at, reading.id));
+            if series.is_empty() {
+                self.by_sensor.remove(&reading.sensor_id);
+            }
+        }
     }
 
     /// Calls `visit` with every landed dedup key; answers how many.
     pub fn for_each_key(&self, mut visit: impl FnMut(&str, &str)) -> usize {
-        for (sensor, message) in self.by_message.keys() {
-            visit(sensor.as_str(), message.as_str());
+        let mut count = 0;
+        for reading in self.all() {
+            if let Some(message) = &reading.message_id {
+                visit(reading.sensor_id.as_str(), message.as_str());
+                count += 1;
+            }
         }
-        self.by_message.len()
+        count
     }
 
-    pub fn duplicate_of(&self, key: &(SensorId, MessageId)) -> Option<ReadingId> {
-        self.by_message.get(key).map(|(_, id)| *id)
+    /// The id landed under the dedup key `(sensor, message)`, whose `dedup::key_of` is `key`.
+    pub fn duplicate_of(&self, key: i64, sensor: &str, message: &str) -> Option<ReadingId> {
+        if let Some((_, reading)) = self.by_message.get(&key)
+            && same_key(reading, sensor, message)
+        {
+            return Some(reading.id);
+        }
+        // The map may have lost the hash's first key to a flush while a later one stays.
+        if self.colliding.is_empty() {
+            return None;
+        }
+        self.colliding
+            .iter()
+            .find(|((left, right), _)| left.as_str() == sensor && right.as_str() == message)
+            .map(|(_, (_, id))| *id)
+    }
+
+    fn find(&self, id: ReadingId) -> Option<&Arc<Reading>> {
+        match self.rows.binary_search_by_key(&id, |(_, id, _)| *id) {
+            Ok(index) => Some(&self.rows[index].2),
+            Err(_) => self.misplaced_ids.get(&id),
+        }
     }
 
     pub fn contains(&self, id: ReadingId) -> bool {
-        self.by_id.contains_key(&id)
+        self.find(id).is_some()
     }
 
     /// True when some landed reading was read before `at` (retention must reach it).
     pub fn has_read_before(&self, at: Millis) -> bool {
-        self.rows.iter().any(|(_, reading)| reading.read_at < at)
+        self.all().any(|reading| reading.read_at < at)
     }
 
     /// Every landed reading whose id is above `after`, in no order.
     pub fn ids_after(&self, after: Option<ReadingId>) -> Vec<Arc<Reading>> {
-        self.rows
-            .iter()
-            .map(|(_, reading)| reading)
+        self.all()
             .filter(|reading| after.is_none_or(|after| reading.id > after))
             .cloned()
             .collect()
     }
 
     pub fn get(&self, id: ReadingId) -> Option<Reading> {
-        self.by_id.get(&id).map(|(_, reading)| (**reading).clone())
+        self.find(id).map(|reading| (**reading).clone())
     }
 
     /// Every row with `from <= read_at < to` of the sensor and location given, in no order.
@@ -183,9 +303,7 @@ impl Memtable {
     ) -> Vec<Arc<Reading>> {
         let lower = from.unwrap_or(Millis(i64::MIN));
         let upper = to.unwrap_or(Millis(i64::MAX));
-        self.rows
-            .iter()
-            .map(|(_, reading)| reading)
+        self.all()
             .filter(|reading| {
                 reading.read_at >= lower
                     && reading.read_at < upper
@@ -236,9 +354,8 @@ impl Memtable {
             }
             None => {
                 let mut found: Vec<&Reading> = self
-                    .rows
-                    .iter()
-                    .map(|(_, reading)| &**reading)
+                    .all()
+                    .map(|reading| &**reading)
                     .filter(|reading| matches(reading))
                     .collect();
                 sort_readings(&mut found, query.order);
@@ -281,5 +398,139 @@ impl AsReading for Reading {
 impl AsReading for &Reading {
     fn as_reading(&self) -> &Reading {
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use audrey_model::ReadingValues;
+
+    fn reading(id: u128, sensor: &str, message: Option<&str>, read_at: i64) -> Reading {
+        Reading {
+            id: ReadingId(uuid::Uuid::from_u128(id)),
+            sensor_id: SensorId::parse(sensor).unwrap(),
+            location_id: LocationId::parse("loc-1").unwrap(),
+            read_at: Millis(read_at),
+            received_at: Millis(1_000 + read_at),
+            values: ReadingValues::default(),
+            message_id: message.map(|text| MessageId::parse(text).unwrap()),
+        }
+    }
+
+    fn id(value: u128) -> ReadingId {
+        ReadingId(uuid::Uuid::from_u128(value))
+    }
+
+    fn key(reading: &Reading) -> Option<i64> {
+        let message = reading.message_id.as_ref()?;
+        Some(key_of(reading.sensor_id.as_str(), message.as_str()))
+    }
+
+    fn insert(memtable: &mut Memtable, seq: i64, reading: Reading) {
+        let key = key(&reading);
+        memtable.insert(seq, reading, key);
+    }
+
+    #[test]
+    fn readings_whose_ids_arrive_out_of_order_are_found_flushed_and_forgotten() {
+        let mut memtable = Memtable::with_capacity(16);
+        insert(&mut memtable, 1, reading(50, "s-1", Some("a"), 10));
+        // A replay's assigned id, below the last one landed.
+        insert(&mut memtable, 1, reading(30, "s-1", Some("b"), 20));
+        insert(&mut memtable, 2, reading(70, "s-2", Some("a"), 30));
+        insert(&mut memtable, 3, reading(60, "s-2", None, 40));
+        insert(&mut memtable, 3, reading(80, "s-1", None, 50));
+        assert_eq!(memtable.len(), 5);
+        for value in [30, 50, 60, 70, 80] {
+            assert!(memtable.contains(id(value)), "id {value}");
+            assert_eq!(memtable.get(id(value)).unwrap().id, id(value));
+        }
+        assert!(!memtable.contains(id(40)));
+        assert_eq!(
+            memtable.duplicate_of(key_of("s-1", "b"), "s-1", "b"),
+            Some(id(30))
+        );
+        let mut after: Vec<ReadingId> = memtable
+            .ids_after(Some(id(50)))
+            .iter()
+            .map(|reading| reading.id)
+            .collect();
+        after.sort();
+        assert_eq!(after, vec![id(60), id(70), id(80)]);
+
+        // The oldest two rows in landing order reach into seq 1 only, which holds both the
+        // in-order and the misplaced reading: the whole batch is taken.
+        let (through, oldest) = memtable.oldest(1).unwrap();
+        assert_eq!(through, 1);
+        let mut taken: Vec<ReadingId> = oldest.iter().map(|reading| reading.id).collect();
+        taken.sort();
+        assert_eq!(taken, vec![id(30), id(50)]);
+
+        memtable.remove_through(1);
+        assert_eq!(memtable.len(), 3);
+        assert!(!memtable.contains(id(30)) && !memtable.contains(id(50)));
+        assert_eq!(memtable.duplicate_of(key_of("s-1", "b"), "s-1", "b"), None);
+        assert_eq!(memtable.duplicate_of(key_of("s-1", "a"), "s-1", "a"), None);
+        assert_eq!(
+            memtable.duplicate_of(key_of("s-2", "a"), "s-2", "a"),
+            Some(id(70))
+        );
+        let sensor = SensorId::parse("s-1").unwrap();
+        let left: Vec<ReadingId> = memtable
+            .scan(Some(&sensor), None, None, None)
+            .iter()
+            .map(|reading| reading.id)
+            .collect();
+        assert_eq!(left, vec![id(80)]);
+        assert_eq!(memtable.oldest_received(), Some(Millis(1_030)));
+    }
+
+    #[test]
+    fn a_small_share_removed_reading_by_reading_leaves_no_entry_behind() {
+        let mut memtable = Memtable::with_capacity(64);
+        // Seq 1 holds a misplaced reading (id below seq 1's first); then 39 later rows, so
+        // removing seq 1 is a small share and takes the reading-by-reading path.
+        insert(&mut memtable, 1, reading(1_000, "s-1", Some("m-0"), 0));
+        insert(&mut memtable, 1, reading(500, "s-2", Some("m-x"), 1));
+        for number in 1..40u128 {
+            let message = format!("m-{number}");
+            insert(
+                &mut memtable,
+                1 + number as i64,
+                reading(1_000 + number, "s-1", Some(&message), number as i64),
+            );
+        }
+        memtable.remove_through(1);
+        assert_eq!(memtable.len(), 39);
+        assert!(!memtable.contains(id(1_000)) && !memtable.contains(id(500)));
+        assert_eq!(
+            memtable.duplicate_of(key_of("s-1", "m-0"), "s-1", "m-0"),
+            None
+        );
+        assert_eq!(
+            memtable.duplicate_of(key_of("s-2", "m-x"), "s-2", "m-x"),
+            None
+        );
+        let gone = SensorId::parse("s-2").unwrap();
+        assert!(memtable.scan(Some(&gone), None, None, None).is_empty());
+        assert_eq!(memtable.for_each_key(|_, _| {}), 39);
+    }
+
+    #[test]
+    fn two_keys_sharing_a_hash_are_both_answered_exactly() {
+        let mut memtable = Memtable::with_capacity(4);
+        // The same integer for two different keys, as two texts may hash alike.
+        memtable.insert(1, reading(10, "s-1", Some("a"), 0), Some(7));
+        memtable.insert(2, reading(20, "s-2", Some("b"), 0), Some(7));
+        assert_eq!(memtable.duplicate_of(7, "s-1", "a"), Some(id(10)));
+        assert_eq!(memtable.duplicate_of(7, "s-2", "b"), Some(id(20)));
+        assert_eq!(memtable.duplicate_of(7, "s-3", "c"), None);
+        memtable.remove_through(1);
+        assert_eq!(memtable.duplicate_of(7, "s-1", "a"), None);
+        assert_eq!(memtable.duplicate_of(7, "s-2", "b"), Some(id(20)));
+        memtable.remove_through(2);
+        assert_eq!(memtable.duplicate_of(7, "s-2", "b"), None);
     }
 }
