@@ -69,7 +69,8 @@ pub(crate) struct RuleState {
 pub(crate) struct State {
     pub rules: RuleIndex,
     pub rule_states: HashMap<(String, String), RuleState>,
-    pub sensors: HashMap<String, SensorHealth>,
+    /// foldhash: looked up once per sensor of every evaluated batch.
+    pub sensors: HashMap<String, SensorHealth, foldhash::fast::RandomState>,
     pub subscriptions: Vec<Subscription>,
     /// Sweep findings already published (check, metric, reading ids), so a stretch re-checked
     /// by a later sweep is not reported twice.

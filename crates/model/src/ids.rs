@@ -94,8 +94,10 @@ impl MetricName {
     pub fn parse_interned(text: &str) -> Result<MetricName, FieldError> {
         const MAX_REMEMBERED: usize = 4096;
         thread_local! {
-            static SEEN: std::cell::RefCell<std::collections::HashMap<Box<str>, MetricName>> =
-                std::cell::RefCell::new(std::collections::HashMap::new());
+            // foldhash: this is looked up for every value of every reading.
+            static SEEN: std::cell::RefCell<
+                std::collections::HashMap<Box<str>, MetricName, foldhash::fast::RandomState>,
+            > = std::cell::RefCell::new(std::collections::HashMap::default());
         }
         SEEN.with(|seen| {
             if let Some(known) = seen.borrow().get(text) {

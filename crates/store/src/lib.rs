@@ -27,6 +27,15 @@ pub use query::{
 };
 pub use sqlite::{SqliteOptions, SqliteStore};
 
+/// Both stores' in-memory copy of the sensor registry, asked once per ingested reading:
+/// foldhash, not SipHash, since the look-up is on the ingest path and its keys are
+/// registered ids.
+pub(crate) type SensorCache = std::collections::HashMap<
+    std::sync::Arc<str>,
+    std::sync::Arc<audrey_model::Sensor>,
+    foldhash::fast::RandomState,
+>;
+
 use audrey_model::{
     GeoCircle, ImportRow, Location, LocationId, Millis, Reading, ReadingId, Sensor, SensorId,
     ValidReading,

@@ -45,7 +45,7 @@ mod schema;
 mod staged;
 mod stats;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -90,7 +90,7 @@ pub struct PostgresStore {
     options: PostgresOptions,
     /// UTC day numbers (days since 1970-01-01) whose partition exists.
     partitions: RwLock<BTreeSet<i64>>,
-    sensors: RwLock<HashMap<Arc<str>, Arc<Sensor>>>,
+    sensors: RwLock<crate::SensorCache>,
     last_upkeep: Mutex<Option<Instant>>,
     last_fold: Mutex<Option<Instant>>,
     last_rollup: Mutex<Option<Instant>>,
@@ -112,7 +112,7 @@ impl PostgresStore {
             pool,
             options,
             partitions: RwLock::new(BTreeSet::new()),
-            sensors: RwLock::new(HashMap::new()),
+            sensors: RwLock::new(crate::SensorCache::default()),
             last_upkeep: Mutex::new(None),
             last_fold: Mutex::new(None),
             last_rollup: Mutex::new(None),

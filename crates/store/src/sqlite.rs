@@ -42,7 +42,6 @@ mod staged;
 mod stats;
 mod summary;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -103,7 +102,7 @@ pub struct SqliteStore {
     counters: Mutex<counters::Counters>,
     /// One flush at a time.
     flushing: Mutex<()>,
-    sensors: RwLock<HashMap<Arc<str>, Arc<Sensor>>>,
+    sensors: RwLock<crate::SensorCache>,
     last_quarantine_trim: Mutex<std::time::Instant>,
     /// Moves (after the commit, before the memtable forgets) whenever a flush or retention
     /// changes the chunks: a paused list walk continues only within one generation.
@@ -168,7 +167,7 @@ impl SqliteStore {
             keys: RwLock::new(KeyFilter::default()),
             counters: Mutex::new(counters::Counters::default()),
             flushing: Mutex::new(()),
-            sensors: RwLock::new(HashMap::new()),
+            sensors: RwLock::new(crate::SensorCache::default()),
             last_quarantine_trim: Mutex::new(std::time::Instant::now()),
             layout_generation: AtomicU64::new(0),
             saved_walks: Mutex::new(scan::SavedWalks::default()),

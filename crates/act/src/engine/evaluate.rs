@@ -6,6 +6,8 @@
 //! clear an alert, because the episode it belongs to has already been decided. That keeps
 //! each episode to one alert, raised once and cleared once, whatever order readings arrive in.
 
+use std::collections::HashMap;
+
 use audrey_ingest::CommittedBatch;
 use audrey_model::{Millis, Reading};
 
@@ -46,7 +48,7 @@ impl Engine {
                     continue;
                 };
                 let health = health_of(
-                    state,
+                    &mut state.sensors,
                     sensor_id,
                     sensor.expected_interval_seconds,
                     now,
@@ -59,59 +61,63 @@ impl Engine {
             readings.sort_by(|a, b| {
                 (&a.sensor_id, a.read_at, a.id.0).cmp(&(&b.sensor_id, b.read_at, b.id.0))
             });
-            // Sorted by sensor, so the registry is asked once per sensor of the batch, not
-            // once per reading.
-            let mut sensor: Option<std::sync::Arc<audrey_model::Sensor>> = None;
-            let mut sensor_of: Option<&str> = None;
-            for reading in readings {
-                let sensor_id = reading.sensor_id.as_str();
-                if sensor_of != Some(sensor_id) {
-                    sensor = self.registry.cached_sensor(sensor_id);
-                    sensor_of = Some(sensor_id);
-                }
+            let State {
+                rules,
+                rule_states,
+                sensors,
+                ..
+            } = &mut *state;
+            // Sorted by sensor: the registry and the health map are asked once per sensor of
+            // the batch, not once per reading.
+            for run in readings.chunk_by(|a, b| a.sensor_id == b.sensor_id) {
+                let sensor_id = run[0].sensor_id.as_str();
+                let sensor = self.registry.cached_sensor(sensor_id);
                 let kind = sensor.as_ref().map(|sensor| sensor.kind.as_str());
                 let gps = kind.is_some_and(names_gps);
                 let interval = sensor
                     .as_ref()
                     .and_then(|sensor| sensor.expected_interval_seconds);
-                let health = health_of(state, sensor_id, interval, now, options);
-                let findings = health.record_reading(reading, gps, now, options);
-                for finding in findings {
-                    changes.events.push(Event::new(
-                        "quality.finding",
-                        now,
-                        Some(sensor_id),
-                        serde_json::json!({
-                            "check": finding.check,
-                            "metric": finding.metric,
-                            "detail": finding.detail,
-                            "reading_ids": finding.reading_ids,
-                        }),
-                    ));
-                }
-                update_fitness(health, sensor_id, now, options, &mut changes);
-                if state.rules.is_empty() {
-                    continue;
-                }
-                let location = reading.location_id.as_str();
-                for rule in state.rules.matching(sensor_id, location, kind) {
-                    let key = (rule.id.clone(), sensor_id.to_string());
-                    let rule_state = state.rule_states.entry(key).or_default();
-                    let before = (rule_state.pending_since, rule_state.alert_id.is_some());
-                    evaluate(
-                        rule,
-                        rule_state,
-                        reading,
-                        now,
-                        &mut changes,
-                        &mut new_commands,
-                    );
-                    // Written when the episode moves, not for every reading's read_at: after a
-                    // restart last_read_at may be older, so a late reading may count once more.
-                    if (rule_state.pending_since, rule_state.alert_id.is_some()) != before {
-                        changes
-                            .rule_states
-                            .push(row(&rule.id, sensor_id, rule_state));
+                let health = health_of(sensors, sensor_id, interval, now, options);
+                for reading in run {
+                    let findings = health.record_reading(reading, gps, now, options);
+                    for finding in findings {
+                        changes.events.push(Event::new(
+                            "quality.finding",
+                            now,
+                            Some(sensor_id),
+                            serde_json::json!({
+                                "check": finding.check,
+                                "metric": finding.metric,
+                                "detail": finding.detail,
+                                "reading_ids": finding.reading_ids,
+                            }),
+                        ));
+                    }
+                    update_fitness(health, sensor_id, now, options, &mut changes);
+                    if rules.is_empty() {
+                        continue;
+                    }
+                    let location = reading.location_id.as_str();
+                    for rule in rules.matching(sensor_id, location, kind) {
+                        let key = (rule.id.clone(), sensor_id.to_string());
+                        let rule_state = rule_states.entry(key).or_default();
+                        let before = (rule_state.pending_since, rule_state.alert_id.is_some());
+                        evaluate(
+                            rule,
+                            rule_state,
+                            reading,
+                            now,
+                            &mut changes,
+                            &mut new_commands,
+                        );
+                        // Written when the episode moves, not for every reading's read_at:
+                        // after a restart last_read_at may be older, so a late reading may
+                        // count once more.
+                        if (rule_state.pending_since, rule_state.alert_id.is_some()) != before {
+                            changes
+                                .rule_states
+                                .push(row(&rule.id, sensor_id, rule_state));
+                        }
                     }
                 }
             }
@@ -216,7 +222,7 @@ fn names_gps(kind: &str) -> bool {
 }
 
 fn health_of<'a>(
-    state: &'a mut State,
+    sensors: &'a mut HashMap<String, SensorHealth, foldhash::fast::RandomState>,
     sensor_id: &str,
     interval: Option<u32>,
     now: Millis,
@@ -224,8 +230,8 @@ fn health_of<'a>(
 ) -> &'a mut SensorHealth {
     // Looked up by `&str` first: the owned key is made only for a sensor seen the first time,
     // not for every reading.
-    if !state.sensors.contains_key(sensor_id) {
-        state.sensors.insert(
+    if !sensors.contains_key(sensor_id) {
+        sensors.insert(
             sensor_id.to_string(),
             SensorHealth::new(
                 None,
@@ -234,8 +240,7 @@ fn health_of<'a>(
             ),
         );
     }
-    state
-        .sensors
+    sensors
         .get_mut(sensor_id)
         .expect("the sensor's health was just inserted")
 }

@@ -183,9 +183,14 @@ impl SqliteStore {
                 .add_commit(seq, counters);
         }
         let mut memtable = self.memtable.write().map_err(poisoned)?;
-        for ((id, reading), key) in staged.into_iter().zip(staged_keys) {
-            memtable.insert(seq, reading.into_reading(id, received_at), key);
-        }
+        memtable.insert_batch(
+            seq,
+            staged
+                .into_iter()
+                .zip(staged_keys)
+                .map(|((id, reading), key)| (reading.into_reading(id, received_at), key))
+                .collect(),
+        );
         drop(memtable);
         drop(landing);
         Ok(outcomes)
@@ -239,13 +244,19 @@ impl SqliteStore {
             let counted = row.get_ref(3)?.as_blob().map_err(rusqlite::Error::from)?;
             let readings = decode_batch(body, received_at)?;
             loaded.add_landed(seq, &readings, counted)?;
-            for reading in readings {
-                let key = reading
-                    .message_id
-                    .as_ref()
-                    .map(|message| key_of(reading.sensor_id.as_str(), message.as_str()));
-                memtable.insert(seq, reading, key);
-            }
+            memtable.insert_batch(
+                seq,
+                readings
+                    .into_iter()
+                    .map(|reading| {
+                        let key = reading
+                            .message_id
+                            .as_ref()
+                            .map(|message| key_of(reading.sensor_id.as_str(), message.as_str()));
+                        (reading, key)
+                    })
+                    .collect(),
+            );
         }
         *self.counters.lock().map_err(poisoned)? = loaded;
         if memtable.len() > 0 {

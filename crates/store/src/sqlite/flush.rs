@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 
 use rusqlite::{Transaction, TransactionBehavior, params};
 
-use audrey_model::{LocationId, Millis, Reading, SensorId};
+use audrey_model::{LocationId, Millis, Reading, ReadingId, SensorId};
 
 use super::counters::{FastMap, count_accepted, fold_and_trim};
 use super::dedup::key_of;
@@ -65,26 +65,28 @@ pub(crate) fn write_chunks<R: std::ops::Deref<Target = Reading>>(
     // Number the chunks, then write the per-reading index entries in their own key order
     // (ids ascending, keys by sensor and message): each B-tree page is touched once.
     let mut numbered = Vec::with_capacity(groups.len());
-    let mut entries: Vec<(&Reading, i64)> = Vec::with_capacity(readings.len());
+    // The id is copied beside its reading: sorting by it then reads this array only, not
+    // every reading it points at.
+    let mut entries: Vec<(ReadingId, &Reading, i64)> = Vec::with_capacity(readings.len());
     for (chunk, ((sensor, location, _), mut group)) in (first_chunk..).zip(groups) {
         group.sort_unstable_by_key(|reading| (reading.read_at, reading.id));
         group.dedup_by_key(|reading| reading.id);
-        entries.extend(group.iter().map(|reading| (*reading, chunk)));
+        entries.extend(group.iter().map(|reading| (reading.id, *reading, chunk)));
         numbered.push((chunk, sensor, location, group));
     }
-    entries.sort_unstable_by_key(|(reading, _)| reading.id);
+    entries.sort_unstable_by_key(|(id, _, _)| *id);
     // An id already stored (packing the same readings twice) stays where it is.
     let mut already_stored = FastMap::default();
-    for (reading, chunk) in &entries {
-        if insert_id.execute(params![reading.id.as_bytes(), chunk])? == 0 {
-            already_stored.insert(reading.id, ());
+    for (id, _, chunk) in &entries {
+        if insert_id.execute(params![id.as_bytes(), chunk])? == 0 {
+            already_stored.insert(*id, ());
         }
     }
     // Hashed dedup keys (dedup.rs), in key order: a sensor's keys are neighbours.
     let mut keys: Vec<(i64, i64)> = entries
         .iter()
-        .filter(|(reading, _)| !already_stored.contains_key(&reading.id))
-        .filter_map(|(reading, chunk)| {
+        .filter(|(id, _, _)| !already_stored.contains_key(id))
+        .filter_map(|(_, reading, chunk)| {
             let message = reading.message_id.as_ref()?;
             Some((key_of(reading.sensor_id.as_str(), message.as_str()), *chunk))
         })

@@ -90,9 +90,9 @@ impl Memtable {
             .map(|(_, _, reading)| reading)
     }
 
-    /// Adds a committed reading. `key` is `dedup::key_of` its sensor and message id, when it
-    /// has a message id.
-    pub fn insert(&mut self, seq: i64, reading: Reading, key: Option<i64>) {
+    /// Adds one group commit's readings, in the order their ids were minted. Each comes
+    /// with `dedup::key_of` its sensor and message id, when it has a message id.
+    pub fn insert_batch(&mut self, seq: i64, readings: Vec<(Reading, Option<i64>)>) {
         debug_assert!(
             self.rows.back().is_none_or(|(last, _, _)| *last <= seq)
                 && self
@@ -101,34 +101,46 @@ impl Memtable {
                     .is_none_or(|(last, _, _)| *last <= seq),
             "landing seq must not go back (one seq per group commit)"
         );
-        let reading = Arc::new(reading);
-        if let (Some(key), Some(message)) = (key, &reading.message_id) {
-            match self.by_message.entry(key) {
-                std::collections::hash_map::Entry::Vacant(vacant) => {
-                    vacant.insert((seq, reading.clone()));
-                }
-                std::collections::hash_map::Entry::Occupied(_) => {
-                    self.colliding.insert(
-                        (reading.sensor_id.clone(), message.clone()),
-                        (seq, reading.id),
-                    );
+        let mut landed = Vec::with_capacity(readings.len());
+        for (reading, key) in readings {
+            let reading = Arc::new(reading);
+            if let (Some(key), Some(message)) = (key, &reading.message_id) {
+                match self.by_message.entry(key) {
+                    std::collections::hash_map::Entry::Vacant(vacant) => {
+                        vacant.insert((seq, reading.clone()));
+                    }
+                    std::collections::hash_map::Entry::Occupied(_) => {
+                        self.colliding.insert(
+                            (reading.sensor_id.clone(), message.clone()),
+                            (seq, reading.id),
+                        );
+                    }
                 }
             }
+            self.oldest_received.get_or_insert(reading.received_at);
+            landed.push(reading.clone());
+            if self
+                .rows
+                .back()
+                .is_none_or(|(_, last, _)| *last < reading.id)
+            {
+                self.rows.push_back((seq, reading.id, reading));
+            } else {
+                self.misplaced_ids.insert(reading.id, reading.clone());
+                self.misplaced.push_back((seq, reading.id, reading));
+            }
         }
-        self.by_sensor
-            .entry(reading.sensor_id.clone())
-            .or_default()
-            .insert((reading.read_at, reading.id), (seq, reading.clone()));
-        self.oldest_received.get_or_insert(reading.received_at);
-        if self
-            .rows
-            .back()
-            .is_none_or(|(_, last, _)| *last < reading.id)
+        // The sensor index takes one look-up per sensor of the commit, not one per reading:
+        // the readings are put in order of where their sensor id's text lives (a registered
+        // sensor's readings share its id), which compares no text and hashes nothing.
+        landed.sort_unstable_by_key(|reading| reading.sensor_id.as_str().as_ptr() as usize);
+        for run in landed
+            .chunk_by(|left, right| std::ptr::eq(left.sensor_id.as_str(), right.sensor_id.as_str()))
         {
-            self.rows.push_back((seq, reading.id, reading));
-        } else {
-            self.misplaced_ids.insert(reading.id, reading.clone());
-            self.misplaced.push_back((seq, reading.id, reading));
+            let series = self.by_sensor.entry(run[0].sensor_id.clone()).or_default();
+            for reading in run {
+                series.insert((reading.read_at, reading.id), (seq, reading.clone()));
+            }
         }
     }
 
@@ -430,7 +442,7 @@ mod tests {
 
     fn insert(memtable: &mut Memtable, seq: i64, reading: Reading) {
         let key = key(&reading);
-        memtable.insert(seq, reading, key);
+        memtable.insert_batch(seq, vec![(reading, key)]);
     }
 
     #[test]
@@ -522,8 +534,8 @@ mod tests {
     fn two_keys_sharing_a_hash_are_both_answered_exactly() {
         let mut memtable = Memtable::with_capacity(4);
         // The same integer for two different keys, as two texts may hash alike.
-        memtable.insert(1, reading(10, "s-1", Some("a"), 0), Some(7));
-        memtable.insert(2, reading(20, "s-2", Some("b"), 0), Some(7));
+        memtable.insert_batch(1, vec![(reading(10, "s-1", Some("a"), 0), Some(7))]);
+        memtable.insert_batch(2, vec![(reading(20, "s-2", Some("b"), 0), Some(7))]);
         assert_eq!(memtable.duplicate_of(7, "s-1", "a"), Some(id(10)));
         assert_eq!(memtable.duplicate_of(7, "s-2", "b"), Some(id(20)));
         assert_eq!(memtable.duplicate_of(7, "s-3", "c"), None);
@@ -532,5 +544,33 @@ mod tests {
         assert_eq!(memtable.duplicate_of(7, "s-2", "b"), Some(id(20)));
         memtable.remove_through(2);
         assert_eq!(memtable.duplicate_of(7, "s-2", "b"), None);
+    }
+
+    #[test]
+    fn a_commit_of_one_sensor_under_separate_id_copies_forms_one_series() {
+        let mut memtable = Memtable::with_capacity(8);
+        // Each reading parses its own copy of the sensor id, as after a registry reload.
+        let batch = vec![
+            reading(1, "s-1", None, 30),
+            reading(2, "s-2", None, 10),
+            reading(3, "s-1", None, 10),
+            reading(4, "s-1", None, 20),
+        ];
+        memtable.insert_batch(
+            1,
+            batch.into_iter().map(|reading| (reading, None)).collect(),
+        );
+        let query = ReadingQuery {
+            sensor: Some(SensorId::parse("s-1").unwrap()),
+            order: Order::Oldest,
+            limit: 10,
+            ..ReadingQuery::default()
+        };
+        let found: Vec<ReadingId> = memtable
+            .query(&query, None)
+            .iter()
+            .map(|reading| reading.id)
+            .collect();
+        assert_eq!(found, vec![id(3), id(4), id(1)]);
     }
 }
