@@ -1,11 +1,11 @@
 //! The in-memory mirror of the landed batches.
 //!
-//! Every reading in `landing_batches` is also here, indexed by id, by sensor and by dedup
-//! key, so queries and duplicate checks never read landing.db. Readings of one group commit
-//! share its landing seq, and a flush takes whole batches. Readings leave the memtable only
-//! after the flush that packed them into chunks has committed; a query that reads the
-//! memtable first and the chunks second therefore never misses a reading (it may see one
-//! twice, which the merge removes).
+//! Every reading in `landing_batches` is also here, found by id (a binary search), by sensor
+//! and by dedup key, so queries and duplicate checks never read landing.db. Readings of one
+//! group commit share its landing seq, and a flush takes whole batches. Readings leave the
+//! memtable only after the flush that packed them into chunks has committed; a query that
+//! reads the memtable first and the chunks second therefore never misses a reading (it may
+//! see one twice, which the merge removes).
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
