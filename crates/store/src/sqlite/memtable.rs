@@ -93,6 +93,10 @@ impl Memtable {
     /// Adds one group commit's readings, in the order their ids were minted. Each comes
     /// with `dedup::key_of` its sensor and message id, when it has a message id.
     pub fn insert_batch(&mut self, seq: i64, readings: Vec<(Reading, Option<i64>)>) {
+        // A commit of only duplicates or rejections lands nothing (and may have no seq).
+        if readings.is_empty() {
+            return;
+        }
         debug_assert!(
             self.rows.back().is_none_or(|(last, _, _)| *last <= seq)
                 && self
@@ -572,5 +576,16 @@ mod tests {
             .map(|reading| reading.id)
             .collect();
         assert_eq!(found, vec![id(3), id(4), id(1)]);
+    }
+
+    #[test]
+    fn a_commit_that_landed_nothing_changes_nothing() {
+        let mut memtable = Memtable::with_capacity(4);
+        insert(&mut memtable, 5, reading(1, "s-1", Some("a"), 0));
+        // A commit of only duplicates has no landing row: seq 0, no readings.
+        memtable.insert_batch(0, Vec::new());
+        assert_eq!(memtable.len(), 1);
+        insert(&mut memtable, 6, reading(2, "s-1", Some("b"), 1));
+        assert_eq!(memtable.oldest(2).unwrap().0, 6);
     }
 }
