@@ -8,7 +8,7 @@ use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use audrey_model::{MessageId, Millis, ReadingId, SensorId, ValidReading};
 
 use super::counters::{self, CounterDelta, FastMap, encode_commit_deltas};
-use super::dedup::{Lookup, key_of};
+use super::dedup::{Lookup, key_of, reading_key};
 use super::encoding::{decode_batch, encode_batch};
 use super::readings::truncate;
 use super::{SqliteStore, poisoned};
@@ -86,21 +86,25 @@ impl SqliteStore {
                                 .is_some_and(|earlier| earlier.as_str() == message))
                         .then_some(*earlier_id)
                     };
-                    let earlier = match in_batch.get(&key).and_then(|index| same(&staged[*index])) {
+                    let landed = in_batch
+                        .get(&key)
+                        .and_then(|index| same(&staged[*index]))
+                        .or_else(|| {
+                            in_batch_colliding
+                                .iter()
+                                .find(|(left, right, _)| {
+                                    left.as_str() == sensor && right.as_str() == message
+                                })
+                                .map(|(_, _, id)| *id)
+                        })
+                        .or_else(|| memtable.duplicate_of(key, sensor, message));
+                    let earlier = match landed {
                         Some(id) => Some(id),
-                        None => match in_batch_colliding.iter().find(|(left, right, _)| {
-                            left.as_str() == sensor && right.as_str() == message
-                        }) {
-                            Some((_, _, id)) => Some(*id),
-                            None => match memtable.duplicate_of(key, sensor, message) {
-                                Some(id) => Some(id),
-                                // Most fresh keys stop here without touching the index.
-                                None if keys.may_contain(key) => {
-                                    self.flushed_duplicate_of(&mut packed, sensor, message)?
-                                }
-                                None => None,
-                            },
-                        },
+                        // Most fresh keys stop here without touching the index.
+                        None if keys.may_contain(key) => {
+                            self.flushed_duplicate_of(&mut packed, sensor, message)?
+                        }
+                        None => None,
                     };
                     if let Some(earlier) = earlier {
                         counter.duplicate += 1;
@@ -249,10 +253,7 @@ impl SqliteStore {
                 readings
                     .into_iter()
                     .map(|reading| {
-                        let key = reading
-                            .message_id
-                            .as_ref()
-                            .map(|message| key_of(reading.sensor_id.as_str(), message.as_str()));
+                        let key = reading_key(&reading);
                         (reading, key)
                     })
                     .collect(),

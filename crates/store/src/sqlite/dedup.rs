@@ -28,6 +28,12 @@ use super::encoding::chunk_keys;
 use super::legacy::table_exists;
 use crate::StoreError;
 
+/// A stored reading's key, when it has a message id.
+pub(crate) fn reading_key(reading: &audrey_model::Reading) -> Option<i64> {
+    let message = reading.message_id.as_ref()?;
+    Some(key_of(reading.sensor_id.as_str(), message.as_str()))
+}
+
 /// Bits of a key that come from the sensor id alone.
 const SENSOR_BITS: u32 = 24;
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use audrey_model::{LocationId, MessageId, Millis, Reading, ReadingId, SensorId};
 
 use super::counters::FastMap;
-use super::dedup::key_of;
+use super::dedup::reading_key;
 use crate::{Cursor, Order, ReadingQuery};
 
 /// One sensor's landed readings by `(read_at, id)`, each with its landing seq.
@@ -234,15 +234,13 @@ impl Memtable {
 
     /// Removes one reading's entries from the sensor and dedup indexes.
     fn forget(&mut self, reading: &Reading) {
-        if let Some(message) = &reading.message_id {
-            let key = key_of(reading.sensor_id.as_str(), message.as_str());
-            if self
+        if let Some(key) = reading_key(reading)
+            && self
                 .by_message
                 .get(&key)
                 .is_some_and(|(_, landed)| landed.id == reading.id)
-            {
-                self.by_message.remove(&key);
-            }
+        {
+            self.by_message.remove(&key);
         }
         if let Some(series) = self.by_sensor.get_mut(&reading.sensor_id) {
             series.remove(&(reading.read_at, reading.id));
@@ -421,6 +419,7 @@ impl AsReading for &Reading {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::sqlite::dedup::key_of;
     use audrey_model::ReadingValues;
 
     fn reading(id: u128, sensor: &str, message: Option<&str>, read_at: i64) -> Reading {
@@ -439,13 +438,8 @@ mod tests {
         ReadingId(uuid::Uuid::from_u128(value))
     }
 
-    fn key(reading: &Reading) -> Option<i64> {
-        let message = reading.message_id.as_ref()?;
-        Some(key_of(reading.sensor_id.as_str(), message.as_str()))
-    }
-
     fn insert(memtable: &mut Memtable, seq: i64, reading: Reading) {
-        let key = key(&reading);
+        let key = reading_key(&reading);
         memtable.insert_batch(seq, vec![(reading, key)]);
     }
 
