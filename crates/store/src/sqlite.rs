@@ -13,8 +13,8 @@
 //! - `audrey.db` holds the registry, tokens and the readings, packed into `chunks`: one row
 //!   per sensor, location and hour of `read_at` per flush, the readings sorted by
 //!   `(read_at, id)` in columns (ids, times, message ids, one column per metric). Chunks are
-//!   indexed by sensor, location and time (min and max `read_at`); `reading_ids` maps each
-//!   reading id to its chunk (append-ordered: ids are UUIDv7) and `dedup_keys` maps a
+//!   indexed by sensor, location and time (min and max `read_at`); [`id_index`] maps each
+//!   reading id to its chunk (blocks of a flush's sorted ids: ids are UUIDv7) and `dedup_keys` maps a
 //!   64-bit hash of each dedup key to its chunk, clustered by sensor ([`dedup`]).
 //! - A flush packs the oldest landed batches from memory into chunks in one transaction on
 //!   its own connection, which also records in `flush_state` the last landing seq it packed;
@@ -30,6 +30,7 @@ mod dedup;
 mod encoding;
 mod flush;
 mod geo;
+mod id_index;
 mod import;
 mod key_filter;
 mod legacy;

@@ -878,7 +878,7 @@ fn a_store_of_schema_8_keeps_its_dedup_keys_when_they_move_to_hashed_keys() {
             .unwrap();
     }
     drop(connection);
-    assert_eq!(SqliteStore::migrate_only(dir.path()).unwrap(), 9);
+    assert_eq!(SqliteStore::migrate_only(dir.path()).unwrap(), 10);
     let reopened = small_flushes(dir.path());
     assert!(keyed.len() > 100);
     let outcomes = resend(&reopened, &keyed);
@@ -921,11 +921,13 @@ fn a_hashed_key_that_names_a_chunk_without_the_message_is_no_duplicate() {
         .unwrap()
         .clone();
     let connection = rusqlite::Connection::open(dir.path().join("audrey.db")).unwrap();
-    // The chunk holding `stranger`: it has message ids, just not this one.
+    // A chunk of `stranger`'s sensor holding a reading at its time (its own chunk, or one
+    // overlapping it): it has message ids, just not this one.
     let chunk: i64 = connection
         .query_row(
-            "SELECT chunk FROM reading_ids WHERE id = ?1",
-            [stranger.id.as_bytes()],
+            "SELECT chunk FROM chunks WHERE sensor_id = ?1 AND min_read_at <= ?2
+             AND max_read_at >= ?2 LIMIT 1",
+            rusqlite::params![stranger.sensor_id.as_str(), stranger.read_at.0],
             |row| row.get(0),
         )
         .unwrap();

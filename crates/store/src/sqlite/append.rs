@@ -3,7 +3,7 @@
 
 use std::collections::hash_map::Entry;
 
-use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use rusqlite::{TransactionBehavior, params};
 
 use audrey_model::{MessageId, Millis, ReadingId, SensorId, ValidReading};
 
@@ -11,7 +11,7 @@ use super::counters::{self, CounterDelta, FastMap, encode_commit_deltas};
 use super::dedup::{Lookup, key_of, reading_key};
 use super::encoding::{decode_batch, encode_batch};
 use super::readings::truncate;
-use super::{SqliteStore, poisoned};
+use super::{SqliteStore, id_index, poisoned};
 use crate::{AppendBatch, AppendOutcome, StoreError};
 
 const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
@@ -211,12 +211,7 @@ impl SqliteStore {
     }
 
     fn flushed_id_exists(&self, id: ReadingId) -> Result<bool, StoreError> {
-        let reader = self.reader()?;
-        let mut lookup = reader.prepare_cached("SELECT 1 FROM reading_ids WHERE id = ?1")?;
-        Ok(lookup
-            .query_row([id.as_bytes()], |_| Ok(()))
-            .optional()?
-            .is_some())
+        Ok(id_index::chunk_of(&*self.reader()?, id)?.is_some())
     }
 
     /// Reads landed batches back into the memtable. Batches a flush already packed (a crash

@@ -147,10 +147,10 @@ pub(crate) fn convert_reading_keys(main: &mut Connection) -> Result<usize, Store
     let transaction = main.transaction()?;
     let mut moved = 0usize;
     {
-        let mut select = transaction.prepare(
-            "SELECT k.sensor_id, k.message_id, i.chunk FROM reading_keys k
-             JOIN reading_ids i ON i.id = k.id",
-        )?;
+        // Each key's chunk through the id index: the old store's ids are in `reading_ids`,
+        // but the index answers for either part.
+        let mut select =
+            transaction.prepare("SELECT sensor_id, message_id, id FROM reading_keys")?;
         let mut insert =
             transaction.prepare("INSERT OR IGNORE INTO dedup_keys (key, chunk) VALUES (?1, ?2)")?;
         let mut rows = select.query([])?;
@@ -158,7 +158,16 @@ pub(crate) fn convert_reading_keys(main: &mut Connection) -> Result<usize, Store
         while let Some(row) = rows.next()? {
             let sensor = row.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
             let message = row.get_ref(1)?.as_str().map_err(rusqlite::Error::from)?;
-            entries.push((key_of(sensor, message), row.get::<_, i64>(2)?));
+            let id =
+                <[u8; 16]>::try_from(row.get_ref(2)?.as_blob().map_err(rusqlite::Error::from)?)
+                    .map_err(|_| {
+                        StoreError::Internal("a reading id in reading_keys is corrupt".into())
+                    })?;
+            if let Some(chunk) =
+                super::id_index::chunk_of(&transaction, ReadingId(uuid::Uuid::from_bytes(id)))?
+            {
+                entries.push((key_of(sensor, message), chunk));
+            }
         }
         entries.sort_unstable();
         for (key, chunk) in entries {

@@ -12,7 +12,7 @@ use super::counters::{FastMap, count_accepted, fold_and_trim};
 use super::dedup::key_of;
 use super::encoding::{chunk_keys, decode_chunk, encode_chunk};
 use super::summary::{ChunkOwner, forget_summaries, write_summaries};
-use super::{SqliteStore, poisoned};
+use super::{SqliteStore, id_index, poisoned};
 use crate::StoreError;
 
 /// A chunk never holds readings from two of these spans of `read_at` (aligned to the epoch).
@@ -58,8 +58,6 @@ pub(crate) fn write_chunks<R: std::ops::Deref<Target = Reading>>(
         [],
         |row| row.get(0),
     )?;
-    let mut insert_id = transaction
-        .prepare_cached("INSERT OR IGNORE INTO reading_ids (id, chunk) VALUES (?1, ?2)")?;
     let mut insert_key = transaction
         .prepare_cached("INSERT OR IGNORE INTO dedup_keys (key, chunk) VALUES (?1, ?2)")?;
     // Number the chunks, then write the per-reading index entries in their own key order
@@ -76,12 +74,8 @@ pub(crate) fn write_chunks<R: std::ops::Deref<Target = Reading>>(
     }
     entries.sort_unstable_by_key(|(id, _, _)| *id);
     // An id already stored (packing the same readings twice) stays where it is.
-    let mut already_stored = FastMap::default();
-    for (id, _, chunk) in &entries {
-        if insert_id.execute(params![id.as_bytes(), chunk])? == 0 {
-            already_stored.insert(*id, ());
-        }
-    }
+    let ids: Vec<(ReadingId, i64)> = entries.iter().map(|(id, _, chunk)| (*id, *chunk)).collect();
+    let already_stored = id_index::insert(transaction, &ids)?;
     // Hashed dedup keys (dedup.rs), in key order: a sensor's keys are neighbours.
     let mut keys: Vec<(i64, i64)> = entries
         .iter()
@@ -270,8 +264,7 @@ impl SqliteStore {
         }
         let mut removed = 0usize;
         {
-            let mut delete_id =
-                transaction.prepare_cached("DELETE FROM reading_ids WHERE id = ?1")?;
+            let mut removed_ids = Vec::new();
             let mut delete_key = transaction
                 .prepare_cached("DELETE FROM dedup_keys WHERE key = ?1 AND chunk = ?2")?;
             for (chunk, sensor, location, max_read_at, body, flushed_through) in oldest {
@@ -287,7 +280,7 @@ impl SqliteStore {
                     if read_at >= older_than.0 {
                         continue;
                     }
-                    delete_id.execute([id.as_bytes()])?;
+                    removed_ids.push(id);
                     if let Some(message) = message {
                         let key = key_of(&sensor, &message);
                         if !kept_keys.contains(&key) {
@@ -330,6 +323,7 @@ impl SqliteStore {
                     &kept,
                 )?;
             }
+            id_index::remove(&transaction, &mut removed_ids)?;
         }
         transaction.commit()?;
         if removed > 0 {

@@ -109,10 +109,9 @@ pub(super) fn convert_landing(
         let rows = select.query_map([], |row| legacy_reading(row, 0))?;
         rows.collect::<Result<Vec<_>, _>>()?
     };
-    let mut packed = main.prepare("SELECT 1 FROM reading_ids WHERE id = ?1")?;
     let mut kept = Vec::with_capacity(rows.len());
     for reading in rows {
-        if !packed.exists([reading.id.as_bytes()])? {
+        if super::id_index::chunk_of(main, reading.id)?.is_none() {
             kept.push(reading);
         }
     }

@@ -12,7 +12,7 @@ use super::encoding::{decode_chunk, decode_one};
 use super::geo::location_ids_in;
 use super::memtable::{is_after, sort_readings};
 use super::scan::walk_chunks;
-use super::{SqliteStore, poisoned};
+use super::{SqliteStore, id_index, poisoned};
 use crate::{
     Cursor, Page, QuarantineEntry, QuarantineFilter, ReadingQuery, SensorCounters, StoreError,
 };
@@ -28,13 +28,14 @@ pub(super) fn parse_chunk_owner(
     ))
 }
 
-/// A flushed reading by id: its chunk through `reading_ids`, decoding only that reading.
+/// A flushed reading by id: its chunk through the id index, decoding only that reading.
 fn chunk_reading(reader: &Connection, id: ReadingId) -> Result<Option<Reading>, StoreError> {
-    let mut statement = reader.prepare_cached(
-        "SELECT c.sensor_id, c.location_id, c.body FROM reading_ids i
-         JOIN chunks c ON c.chunk = i.chunk WHERE i.id = ?1",
-    )?;
-    let mut rows = statement.query([id.as_bytes()])?;
+    let Some(chunk) = id_index::chunk_of(reader, id)? else {
+        return Ok(None);
+    };
+    let mut statement = reader
+        .prepare_cached("SELECT sensor_id, location_id, body FROM chunks WHERE chunk = ?1")?;
+    let mut rows = statement.query([chunk])?;
     let Some(row) = rows.next()? else {
         return Ok(None);
     };
@@ -55,9 +56,9 @@ impl SqliteStore {
         chunk_reading(&reader, id)
     }
 
-    /// Memtable and chunks merged in id order: the chunk side walks `reading_ids` (ids are
-    /// UUIDv7, so that index is in commit order up to a commit's duration) and decodes each
-    /// chunk it meets once.
+    /// Memtable and chunks merged in id order: the chunk side walks the id index (ids are
+    /// UUIDv7, so it is in commit order up to a commit's duration) and decodes each chunk it
+    /// meets once.
     pub(super) fn list_readings_after_id(
         &self,
         after: Option<ReadingId>,
@@ -72,21 +73,7 @@ impl SqliteStore {
             .map(|reading| (*reading).clone())
             .collect();
         let reader = self.reader()?;
-        let mut statement = reader.prepare_cached(
-            "SELECT i.id, i.chunk FROM reading_ids i WHERE i.id > ?1 ORDER BY i.id LIMIT ?2",
-        )?;
-        let lowest = after.map_or_else(Vec::new, |after| after.as_bytes().to_vec());
-        let mut wanted: Vec<(ReadingId, i64)> = Vec::new();
-        let rows = statement.query_map(params![lowest, limit as i64], |row| {
-            Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, i64>(1)?))
-        })?;
-        for row in rows {
-            let (id, chunk) = row?;
-            let id = <[u8; 16]>::try_from(id.as_slice()).map_err(|_| {
-                StoreError::Internal("a reading id in reading_ids is corrupt".into())
-            })?;
-            wanted.push((ReadingId(uuid::Uuid::from_bytes(id)), chunk));
-        }
+        let wanted = id_index::after(&reader, after, limit)?;
         let mut chunk_body = reader
             .prepare_cached("SELECT sensor_id, location_id, body FROM chunks WHERE chunk = ?1")?;
         let mut decoded: HashMap<i64, HashMap<ReadingId, Reading>> = HashMap::new();

@@ -169,6 +169,17 @@ pub(crate) const MAIN: &[&str] = &[
         PRIMARY KEY (key, chunk)
     ) WITHOUT ROWID;
     "#,
+    // 7: the ids of a flush in blocks of sorted ids, one row per block instead of one
+    // `reading_ids` row per reading (id_index.rs). `reading_ids` keeps its entries and takes
+    // the ids minted out of order. IF NOT EXISTS: the conversion tests turn a store's
+    // version back by hand and keep its blocks, which hold the ids they convert.
+    r#"
+    CREATE TABLE IF NOT EXISTS reading_id_blocks (
+        first_id BLOB PRIMARY KEY,
+        last_id BLOB NOT NULL,
+        body BLOB NOT NULL
+    );
+    "#,
 ];
 
 /// Migrations of `landing.db`: everything the acknowledgement path writes in one transaction.
