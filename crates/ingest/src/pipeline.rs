@@ -291,16 +291,36 @@ impl Pipeline {
             }
         }
         let now = Millis::now();
+        // Every parsed reading checked against the registry in one look at its cache.
+        let sensor_ids: Vec<&str> = items
+            .iter()
+            .map(|item| {
+                item.parsed
+                    .as_ref()
+                    .map_or("", |raw| raw.sensor_id.as_str())
+            })
+            .collect();
+        let mut validated = Vec::with_capacity(items.len());
+        self.store
+            .visit_cached_sensors(&sensor_ids, &mut |index, sensor| {
+                if let Ok(raw) = &items[index].parsed {
+                    validated.push(
+                        validate_reading(raw, sensor, now)
+                            .map_err(|errors| (Some(raw.sensor_id.clone()), errors)),
+                    );
+                }
+            });
+        drop(sensor_ids);
+        let mut validated = validated.into_iter();
         let mut outcomes: Vec<Option<ItemOutcome>> = Vec::with_capacity(items.len());
-        let mut batch = AppendBatch::default();
-        let mut accepted_slots = Vec::new();
+        let mut batch = AppendBatch {
+            readings: Vec::with_capacity(items.len()),
+            ..AppendBatch::default()
+        };
+        let mut accepted_slots = Vec::with_capacity(items.len());
         for (index, item) in items.into_iter().enumerate() {
             let checked = match &item.parsed {
-                Ok(raw) => {
-                    let sensor = self.store.cached_sensor(&raw.sensor_id);
-                    validate_reading(raw, sensor.as_deref(), now)
-                        .map_err(|errors| (Some(raw.sensor_id.clone()), errors))
-                }
+                Ok(_) => validated.next().expect("one validation per parsed reading"),
                 Err(error) => Err((
                     sensor_id_hint(&item.payload.text(None)),
                     vec![error.clone()],
@@ -476,7 +496,10 @@ impl Committers {
     fn commit(&self, mut group: Vec<Job>) {
         let (store, metrics) = (&self.store, &self.metrics);
         let readings: usize = group.iter().map(|job| job.batch.readings.len()).sum();
-        let mut merged = AppendBatch::default();
+        let mut merged = AppendBatch {
+            readings: Vec::with_capacity(readings),
+            ..AppendBatch::default()
+        };
         let mut sizes = Vec::with_capacity(group.len());
         for job in &mut group {
             sizes.push(job.batch.readings.len());

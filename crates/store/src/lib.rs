@@ -36,6 +36,26 @@ pub(crate) type SensorCache = std::collections::HashMap<
     foldhash::fast::RandomState,
 >;
 
+/// Calls `visit` with each of `ids`' entry in `cache`, in order, under one read lock and
+/// without touching the entries' reference counts: a batch of readings from many sensors costs
+/// one lock, and no cache line that other threads' look-ups also write.
+pub(crate) fn visit_cache(
+    cache: &std::sync::RwLock<SensorCache>,
+    ids: &[&str],
+    visit: &mut dyn FnMut(usize, Option<&audrey_model::Sensor>),
+) {
+    let cache = cache.read().ok();
+    for (index, id) in ids.iter().enumerate() {
+        visit(
+            index,
+            cache
+                .as_ref()
+                .and_then(|cache| cache.get(*id))
+                .map(|sensor| &**sensor),
+        );
+    }
+}
+
 use audrey_model::{
     GeoCircle, ImportRow, Location, LocationId, Millis, Reading, ReadingId, Sensor, SensorId,
     ValidReading,
@@ -175,6 +195,13 @@ pub trait Store: Send + Sync + 'static {
     fn purge_sensor(&self, id: &SensorId) -> Result<(), StoreError>;
     /// The cached registered sensor, for validation on the ingest path (no I/O).
     fn cached_sensor(&self, id: &str) -> Option<std::sync::Arc<Sensor>>;
+    /// [`Store::cached_sensor`] for each of `ids`, in order, handed to `visit`: the ingest
+    /// path validates a whole batch with one look at the cache.
+    fn visit_cached_sensors(&self, ids: &[&str], visit: &mut dyn FnMut(usize, Option<&Sensor>)) {
+        for (index, id) in ids.iter().enumerate() {
+            visit(index, self.cached_sensor(id).as_deref());
+        }
+    }
 
     fn put_token(&self, token: &StoredToken) -> Result<(), StoreError>;
     fn tokens(&self) -> Result<Vec<StoredToken>, StoreError>;

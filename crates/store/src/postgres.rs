@@ -383,6 +383,10 @@ impl crate::Store for PostgresStore {
         self.cached(id)
     }
 
+    fn visit_cached_sensors(&self, ids: &[&str], visit: &mut dyn FnMut(usize, Option<&Sensor>)) {
+        crate::visit_cache(&self.sensors, ids, visit);
+    }
+
     fn put_token(&self, token: &crate::StoredToken) -> Result<(), StoreError> {
         self.insert_token(token)
     }

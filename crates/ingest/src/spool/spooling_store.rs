@@ -753,6 +753,9 @@ impl Store for SpoolingStore {
     fn cached_sensor(&self, id: &str) -> Option<Arc<Sensor>> {
         self.shared.inner.cached_sensor(id)
     }
+    fn visit_cached_sensors(&self, ids: &[&str], visit: &mut dyn FnMut(usize, Option<&Sensor>)) {
+        self.shared.inner.visit_cached_sensors(ids, visit);
+    }
     fn put_token(&self, token: &StoredToken) -> Result<(), StoreError> {
         self.read(self.shared.inner.put_token(token))
     }
