@@ -39,7 +39,7 @@ fn corrupt() -> StoreError {
 
 /// How many ids a block's body holds, checking its shape.
 fn entry_count(body: &[u8]) -> Result<usize, StoreError> {
-    if body.len() < HEADER || body[0] != FORMAT || (body.len() - HEADER) % ENTRY != 0 {
+    if body.len() < HEADER || body[0] != FORMAT || !(body.len() - HEADER).is_multiple_of(ENTRY) {
         return Err(corrupt());
     }
     Ok((body.len() - HEADER) / ENTRY)
@@ -213,13 +213,16 @@ pub(crate) fn insert(
     Ok(already_stored)
 }
 
+/// A block retention changes: its first id, last id and body, and the ids it loses.
+type Touched = (Vec<u8>, Vec<u8>, Vec<u8>, Vec<ReadingId>);
+
 /// Forgets `ids`, in the caller's transaction (retention).
 pub(crate) fn remove(connection: &Connection, ids: &mut [ReadingId]) -> Result<(), StoreError> {
     ids.sort_unstable();
     let mut delete_single = connection.prepare_cached("DELETE FROM reading_ids WHERE id = ?1")?;
-    // Ids not in `reading_ids`, by the block holding them: first id, last id, body, ids.
-    // Ranges never overlap, so ascending ids meet each block once.
-    let mut by_block: Vec<(Vec<u8>, Vec<u8>, Vec<u8>, Vec<ReadingId>)> = Vec::new();
+    // Ids not in `reading_ids`, by the block holding them. Ranges never overlap, so
+    // ascending ids meet each block once.
+    let mut by_block: Vec<Touched> = Vec::new();
     for &id in ids.iter() {
         if delete_single.execute([id.as_bytes()])? > 0 {
             continue;

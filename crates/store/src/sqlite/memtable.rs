@@ -61,12 +61,18 @@ fn same_key(reading: &Reading, sensor: &str, message: &str) -> bool {
             .is_some_and(|id| id.as_str() == message)
 }
 
+/// The most rows [`Memtable::with_capacity`] reserves: the default limit (1.2 million) with
+/// room to spare, about 70 MB of row array and dedup map.
+const RESERVED_AT_MOST: usize = 2_000_000;
+
 impl Memtable {
     /// Room for `rows` landed readings reserved up front: growing the dedup map and the row
     /// array while they hold a million entries rehashes and copies them under the write lock
     /// the commit path takes (and faults in fresh pages); with the room reserved the memtable
-    /// never reallocates below its limit.
+    /// never reallocates below its limit. At most [`RESERVED_AT_MOST`] rows are reserved,
+    /// so a very large (or unbounded) limit costs no memory until readings land.
     pub fn with_capacity(rows: usize) -> Memtable {
+        let rows = rows.min(RESERVED_AT_MOST);
         Memtable {
             rows: VecDeque::with_capacity(rows),
             by_message: FastMap::with_capacity_and_hasher(rows, Default::default()),
@@ -441,6 +447,13 @@ mod tests {
     fn insert(memtable: &mut Memtable, seq: i64, reading: Reading) {
         let key = reading_key(&reading);
         memtable.insert_batch(seq, vec![(reading, key)]);
+    }
+
+    #[test]
+    fn an_unbounded_limit_reserves_a_bounded_room() {
+        let memtable = Memtable::with_capacity(usize::MAX);
+        assert!(memtable.rows.capacity() <= RESERVED_AT_MOST + 1);
+        assert!(memtable.by_message.capacity() >= RESERVED_AT_MOST);
     }
 
     #[test]
