@@ -8,6 +8,7 @@
 //! see one twice, which the merge removes).
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::ops::Bound;
 use std::sync::Arc;
 
 use audrey_model::{LocationId, MessageId, Millis, Reading, ReadingId, SensorId};
@@ -61,16 +62,17 @@ fn same_key(reading: &Reading, sensor: &str, message: &str) -> bool {
             .is_some_and(|id| id.as_str() == message)
 }
 
-/// The most rows [`Memtable::with_capacity`] reserves: the default limit (1.2 million) with
-/// room to spare, about 70 MB of row array and dedup map.
-const RESERVED_AT_MOST: usize = 2_000_000;
+/// The most rows [`Memtable::with_capacity`] reserves. Reserving the whole limit (session 6)
+/// spared the commit path the map's doublings, but a dedup map of millions of mostly empty
+/// buckets spreads a small memtable's inserts over ~100 MB: the first unary requests after a
+/// start stalled up to 274-321 ms against 48-73 ms with 16,384 rows reserved, and the
+/// committer spent more time in page faults (docs/benchmarks.md, session 7).
+const RESERVED_AT_MOST: usize = 65_536;
 
 impl Memtable {
-    /// Room for `rows` landed readings reserved up front: growing the dedup map and the row
-    /// array while they hold a million entries rehashes and copies them under the write lock
-    /// the commit path takes (and faults in fresh pages); with the room reserved the memtable
-    /// never reallocates below its limit. At most [`RESERVED_AT_MOST`] rows are reserved,
-    /// so a very large (or unbounded) limit costs no memory until readings land.
+    /// Room for up to [`RESERVED_AT_MOST`] landed readings reserved up front; past that the
+    /// row array and the dedup map grow by doubling, under the commit path's write lock, once
+    /// per size the process reaches (they keep their room after a flush).
     pub fn with_capacity(rows: usize) -> Memtable {
         let rows = rows.min(RESERVED_AT_MOST);
         Memtable {
@@ -372,17 +374,79 @@ impl Memtable {
                     Order::Newest => take(&mut range.rev().map(|(_, (_, reading))| reading)),
                 }
             }
+            // Every sensor's series is in `(read_at, id)` order: merge them from where the
+            // page starts. Collecting and sorting every matching reading instead made a paged
+            // scan of all sensors quadratic in the memtable's size (each page sorted what
+            // was left), which showed once the memtable held a few hundred thousand readings.
             None => {
-                let mut found: Vec<&Reading> = self
-                    .all()
-                    .map(|reading| &**reading)
-                    .filter(|reading| matches(reading))
-                    .collect();
-                sort_readings(&mut found, query.order);
-                found.into_iter().take(query.limit).cloned().collect()
+                let nil = ReadingId(uuid::Uuid::nil());
+                // `read_at < upper` is `key < (upper, nil)`: nil is the lowest id.
+                let (mut start, mut end) = (Bound::Included((lower, nil)), (upper, nil));
+                match (query.order, query.after) {
+                    (Order::Oldest, Some(cursor))
+                        if (cursor.read_at, cursor.id) >= (lower, nil) =>
+                    {
+                        start = Bound::Excluded((cursor.read_at, cursor.id));
+                    }
+                    (Order::Newest, Some(cursor)) => end = end.min((cursor.read_at, cursor.id)),
+                    _ => {}
+                }
+                let empty = match start {
+                    Bound::Included(first) | Bound::Excluded(first) => first >= end,
+                    Bound::Unbounded => false,
+                };
+                if empty {
+                    return Vec::new();
+                }
+                let ranges = self
+                    .by_sensor
+                    .values()
+                    .map(move |series| series.range((start, Bound::Excluded(end))));
+                match query.order {
+                    Order::Oldest => merge(ranges, std::cmp::Reverse, &matches, query.limit),
+                    Order::Newest => {
+                        merge(ranges.map(Iterator::rev), |key| key, &matches, query.limit)
+                    }
+                }
             }
         }
     }
+}
+
+/// The first `limit` readings that `keep` accepts from `series` (each in the order `rank`
+/// puts highest first), merged in that order.
+fn merge<'a, I, R: Ord>(
+    series: impl Iterator<Item = I>,
+    rank: impl Fn((Millis, ReadingId)) -> R,
+    keep: &dyn Fn(&Reading) -> bool,
+    limit: usize,
+) -> Vec<Reading>
+where
+    I: Iterator<Item = (&'a (Millis, ReadingId), &'a (i64, Arc<Reading>))>,
+{
+    let mut heads: Vec<std::iter::Peekable<I>> = Vec::new();
+    let mut heap = std::collections::BinaryHeap::new();
+    for one in series {
+        let mut one = one.peekable();
+        if let Some((key, _)) = one.peek() {
+            heap.push((rank(**key), heads.len()));
+            heads.push(one);
+        }
+    }
+    let mut found = Vec::new();
+    while found.len() < limit {
+        let Some((_, index)) = heap.pop() else { break };
+        let head = &mut heads[index];
+        if let Some((_, (_, reading))) = head.next()
+            && keep(reading)
+        {
+            found.push((**reading).clone());
+        }
+        if let Some((key, _)) = head.peek() {
+            heap.push((rank(**key), index));
+        }
+    }
+    found
 }
 
 fn key(reading: &Reading) -> (Millis, ReadingId) {
@@ -442,6 +506,76 @@ mod tests {
 
     fn id(value: u128) -> ReadingId {
         ReadingId(uuid::Uuid::from_u128(value))
+    }
+
+    /// Queries across all sensors (the merge of their series) against sorting every reading:
+    /// readings of 7 sensors at 2 locations with shared times, and every order, time bound,
+    /// location filter, cursor and limit.
+    #[test]
+    fn queries_across_sensors_merge_to_what_a_full_sort_gives() {
+        let mut memtable = Memtable::with_capacity(512);
+        let mut all = Vec::new();
+        let mut state = 7u64;
+        for number in 1..=300u128 {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let mut one = reading(
+                number,
+                &format!("s{}", (state >> 33) % 7),
+                None,
+                ((state >> 40) % 60) as i64,
+            );
+            one.location_id = LocationId::parse(&format!("loc-{}", (state >> 50) % 2)).unwrap();
+            all.push(one.clone());
+            insert(&mut memtable, number as i64, one);
+        }
+        let cursors: Vec<Option<Cursor>> = [None, Some(0), Some(17), Some(150), Some(299)]
+            .into_iter()
+            .map(|at| {
+                at.map(|at: usize| Cursor {
+                    read_at: all[at].read_at,
+                    id: all[at].id,
+                })
+            })
+            .collect();
+        for order in [Order::Oldest, Order::Newest] {
+            for (from, to) in [
+                (None, None),
+                (Some(10), None),
+                (None, Some(45)),
+                (Some(20), Some(21)),
+            ] {
+                for location in [None, Some(LocationId::parse("loc-1").unwrap())] {
+                    for after in &cursors {
+                        for limit in [1, 5, 1000] {
+                            let query = ReadingQuery {
+                                from: from.map(Millis),
+                                to: to.map(Millis),
+                                location: location.clone(),
+                                after: *after,
+                                order,
+                                limit,
+                                ..Default::default()
+                            };
+                            let mut expected: Vec<Reading> = all
+                                .iter()
+                                .filter(|one| {
+                                    from.is_none_or(|from| one.read_at.0 >= from)
+                                        && to.is_none_or(|to| one.read_at.0 < to)
+                                        && location.as_ref().is_none_or(|at| *at == one.location_id)
+                                        && after.is_none_or(|cursor| is_after(one, cursor, order))
+                                })
+                                .cloned()
+                                .collect();
+                            sort_readings(&mut expected, order);
+                            expected.truncate(limit);
+                            assert_eq!(memtable.query(&query, None), expected, "{query:?}");
+                        }
+                    }
+                }
+            }
+        }
     }
 
     fn insert(memtable: &mut Memtable, seq: i64, reading: Reading) {
