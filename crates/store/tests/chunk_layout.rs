@@ -973,6 +973,7 @@ fn past_the_memtable_limit_a_commit_flushes_one_small_step_not_everything() {
             flush_rows: 30,
             flush_max_rows: 10_000,
             memtable_max_rows: 100,
+            inline_flush_rows: 30,
             ..Default::default()
         },
     )

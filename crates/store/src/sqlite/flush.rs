@@ -134,16 +134,16 @@ impl SqliteStore {
 
     /// Backpressure for `append` once more than `memtable_max_rows` have landed: waits for
     /// a flush in progress (usually the maintenance thread's, which frees up to
-    /// `flush_max_rows`), and only if that was not enough flushes the smallest step
-    /// (`flush_rows`) itself. A commit waits for one flush, never for two in a row, and an
-    /// inline flush is a quarter of a background one: ingest slows to the flush's pace in
+    /// `flush_max_rows`), and only if that was not enough flushes a small step
+    /// (`inline_flush_rows`) itself. A commit waits for one flush, never for two in a row, and
+    /// an inline flush is an eighth of a background one: ingest slows to the flush's pace in
     /// short steps instead of stopping for seconds.
     pub(super) fn relieve_memtable(&self) -> Result<usize, StoreError> {
         let one_at_a_time = self.flushing.lock().map_err(poisoned)?;
         if self.landed_rows() < self.options.memtable_max_rows {
             return Ok(0);
         }
-        self.flush_locked(self.options.flush_rows, one_at_a_time)
+        self.flush_locked(self.options.inline_flush_rows, one_at_a_time)
     }
 
     fn flush_locked(
