@@ -310,7 +310,6 @@ impl Pipeline {
                     );
                 }
             });
-        drop(sensor_ids);
         let mut validated = validated.into_iter();
         let mut outcomes: Vec<Option<ItemOutcome>> = Vec::with_capacity(items.len());
         let mut batch = AppendBatch {

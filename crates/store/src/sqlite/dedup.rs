@@ -25,6 +25,7 @@ use audrey_model::ReadingId;
 
 use super::counters::FastMap;
 use super::encoding::chunk_keys;
+use super::id_index;
 use super::legacy::table_exists;
 use crate::StoreError;
 
@@ -158,14 +159,8 @@ pub(crate) fn convert_reading_keys(main: &mut Connection) -> Result<usize, Store
         while let Some(row) = rows.next()? {
             let sensor = row.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
             let message = row.get_ref(1)?.as_str().map_err(rusqlite::Error::from)?;
-            let id =
-                <[u8; 16]>::try_from(row.get_ref(2)?.as_blob().map_err(rusqlite::Error::from)?)
-                    .map_err(|_| {
-                        StoreError::Internal("a reading id in reading_keys is corrupt".into())
-                    })?;
-            if let Some(chunk) =
-                super::id_index::chunk_of(&transaction, ReadingId(uuid::Uuid::from_bytes(id)))?
-            {
+            let id = id_index::parse_id(row.get_ref(2)?.as_blob().map_err(rusqlite::Error::from)?)?;
+            if let Some(chunk) = id_index::chunk_of(&transaction, id)? {
                 entries.push((key_of(sensor, message), chunk));
             }
         }

@@ -11,8 +11,9 @@
 //!   their flush ran (out of order, or packed a second time), and every entry of stores
 //!   flushed before blocks existed.
 //!
-//! One row per block instead of one per reading: the per-reading B-tree insert was the
-//! largest single cost of a flush (docs/benchmarks.md, session 6).
+//! One row per block instead of one per reading: a by-id look-up of a flushed reading is
+//! about 38 % faster and the index a quarter smaller (docs/benchmarks.md, session 7). The
+//! flush itself is no faster: its per-reading inserts had been B-tree appends.
 //!
 //! A block's body: one format byte, the lowest chunk number (i64, little-endian), the ids
 //! (16 bytes each, ascending), then each id's chunk as an offset from the lowest (u32,
@@ -48,69 +49,51 @@ fn entry_count(body: &[u8]) -> Result<usize, StoreError> {
     Ok((body.len() - HEADER) / ENTRY)
 }
 
-/// A decoded block: ids ascending, each with its chunk.
-struct Block {
-    entries: Vec<(ReadingId, i64)>,
+/// A block's ids, ascending, each with its chunk.
+fn decode(body: &[u8]) -> Result<Vec<(ReadingId, i64)>, StoreError> {
+    let count = entry_count(body)?;
+    let base = i64::from_le_bytes(body[1..9].try_into().map_err(|_| corrupt())?);
+    let (ids, offsets) = body[HEADER..].split_at(count * 16);
+    let (ids, offsets) = (ids.as_chunks::<16>().0, offsets.as_chunks::<4>().0);
+    Ok(ids
+        .iter()
+        .zip(offsets)
+        .map(|(id, offset)| {
+            (
+                ReadingId(uuid::Uuid::from_bytes(*id)),
+                base + i64::from(u32::from_le_bytes(*offset)),
+            )
+        })
+        .collect())
 }
 
-impl Block {
-    fn decode(body: &[u8]) -> Result<Block, StoreError> {
-        let count = entry_count(body)?;
-        let base = i64::from_le_bytes(body[1..9].try_into().map_err(|_| corrupt())?);
-        let (ids, offsets) = body[HEADER..].split_at(count * 16);
-        let entries = ids
-            .chunks_exact(16)
-            .zip(offsets.chunks_exact(4))
-            .map(|(id, offset)| {
-                let id: [u8; 16] = id.try_into().expect("chunks_exact(16)");
-                let offset = u32::from_le_bytes(offset.try_into().expect("chunks_exact(4)"));
-                (
-                    ReadingId(uuid::Uuid::from_bytes(id)),
-                    base + i64::from(offset),
-                )
-            })
-            .collect();
-        Ok(Block { entries })
-    }
+/// The chunk of `id`, reading only what the binary search touches.
+fn find(body: &[u8], id: ReadingId) -> Result<Option<i64>, StoreError> {
+    let count = entry_count(body)?;
+    let (ids, _) = body[HEADER..HEADER + count * 16].as_chunks::<16>();
+    let Ok(at) = ids.binary_search(id.as_bytes()) else {
+        return Ok(None);
+    };
+    let base = i64::from_le_bytes(body[1..9].try_into().map_err(|_| corrupt())?);
+    let (offsets, _) = body[HEADER + count * 16..].as_chunks::<4>();
+    Ok(Some(base + i64::from(u32::from_le_bytes(offsets[at]))))
+}
 
-    /// The chunk of `id`, reading only what the binary search touches.
-    fn find(body: &[u8], id: ReadingId) -> Result<Option<i64>, StoreError> {
-        let count = entry_count(body)?;
-        let ids = &body[HEADER..HEADER + count * 16];
-        let wanted = id.as_bytes();
-        let (mut low, mut high) = (0, count);
-        while low < high {
-            let middle = (low + high) / 2;
-            match ids[middle * 16..middle * 16 + 16].cmp(&wanted[..]) {
-                std::cmp::Ordering::Less => low = middle + 1,
-                std::cmp::Ordering::Greater => high = middle,
-                std::cmp::Ordering::Equal => {
-                    let base = i64::from_le_bytes(body[1..9].try_into().map_err(|_| corrupt())?);
-                    let at = HEADER + count * 16 + middle * 4;
-                    let offset = u32::from_le_bytes(body[at..at + 4].try_into().expect("4 bytes"));
-                    return Ok(Some(base + i64::from(offset)));
-                }
-            }
-        }
-        Ok(None)
+fn encode(entries: &[(ReadingId, i64)]) -> Result<Vec<u8>, StoreError> {
+    let base = entries.iter().map(|(_, chunk)| *chunk).min().unwrap_or(0);
+    let mut body = Vec::with_capacity(HEADER + entries.len() * ENTRY);
+    body.push(FORMAT);
+    body.extend_from_slice(&base.to_le_bytes());
+    for (id, _) in entries {
+        body.extend_from_slice(id.as_bytes());
     }
-
-    fn encode(entries: &[(ReadingId, i64)]) -> Result<Vec<u8>, StoreError> {
-        let base = entries.iter().map(|(_, chunk)| *chunk).min().unwrap_or(0);
-        let mut body = Vec::with_capacity(HEADER + entries.len() * ENTRY);
-        body.push(FORMAT);
-        body.extend_from_slice(&base.to_le_bytes());
-        for (id, _) in entries {
-            body.extend_from_slice(id.as_bytes());
-        }
-        for (_, chunk) in entries {
-            let offset = u32::try_from(chunk - base).map_err(|_| {
-                StoreError::Internal("a block's chunks span more than 2^32 numbers".into())
-            })?;
-            body.extend_from_slice(&offset.to_le_bytes());
-        }
-        Ok(body)
+    for (_, chunk) in entries {
+        let offset = u32::try_from(chunk - base).map_err(|_| {
+            StoreError::Internal("a block's chunks span more than 2^32 numbers".into())
+        })?;
+        body.extend_from_slice(&offset.to_le_bytes());
     }
+    Ok(body)
 }
 
 /// Calls `read` with the first id, last id and body of the block whose range holds `id`,
@@ -143,7 +126,7 @@ fn block_holding<T>(
 
 /// The chunk of `id` in the blocks, if it is there.
 fn chunk_in_blocks(connection: &Connection, id: ReadingId) -> Result<Option<i64>, StoreError> {
-    Ok(block_holding(connection, id, |_, _, body| Block::find(body, id))?.flatten())
+    Ok(block_holding(connection, id, |_, _, body| find(body, id))?.flatten())
 }
 
 /// The chunk holding the flushed reading `id`, if one does.
@@ -157,7 +140,8 @@ pub(crate) fn chunk_of(connection: &Connection, id: ReadingId) -> Result<Option<
         .optional()?)
 }
 
-fn parse_id(bytes: &[u8]) -> Result<ReadingId, StoreError> {
+/// A reading id stored as a 16-byte blob.
+pub(crate) fn parse_id(bytes: &[u8]) -> Result<ReadingId, StoreError> {
     <[u8; 16]>::try_from(bytes)
         .map(|id| ReadingId(uuid::Uuid::from_bytes(id)))
         .map_err(|_| StoreError::Internal("a stored reading id is corrupt".into()))
@@ -210,7 +194,7 @@ pub(crate) fn insert(
         insert_block.execute(params![
             block[0].0.as_bytes(),
             block[block.len() - 1].0.as_bytes(),
-            Block::encode(block)?
+            encode(block)?
         ])?;
     }
     Ok(already_stored)
@@ -247,14 +231,12 @@ pub(crate) fn remove(connection: &Connection, ids: &mut [ReadingId]) -> Result<(
     let mut delete_block =
         connection.prepare_cached("DELETE FROM reading_id_blocks WHERE first_id = ?1")?;
     for (first, _, body, gone) in by_block {
-        let mut block = Block::decode(&body)?;
-        block
-            .entries
-            .retain(|(id, _)| gone.binary_search(id).is_err());
-        if block.entries.is_empty() {
+        let mut entries = decode(&body)?;
+        entries.retain(|(id, _)| gone.binary_search(id).is_err());
+        if entries.is_empty() {
             delete_block.execute([first])?;
         } else {
-            rewrite.execute(params![first, Block::encode(&block.entries)?])?;
+            rewrite.execute(params![first, encode(&entries)?])?;
         }
     }
     Ok(())
@@ -295,7 +277,7 @@ pub(crate) fn after(
     while from_blocks < limit {
         let Some(row) = rows.next()? else { break };
         let body = row.get_ref(0)?.as_blob().map_err(rusqlite::Error::from)?;
-        for (id, chunk) in Block::decode(body)?.entries {
+        for (id, chunk) in decode(body)? {
             if after.is_none_or(|after| id > after) && from_blocks < limit {
                 found.push((id, chunk));
                 from_blocks += 1;

@@ -384,9 +384,8 @@ impl Memtable {
                     .filter(|reading| matches(reading))
                     .collect();
                 if found.len() > query.limit {
-                    found.select_nth_unstable_by(query.limit, |left, right| match query.order {
-                        Order::Oldest => key(left).cmp(&key(right)),
-                        Order::Newest => key(right).cmp(&key(left)),
+                    found.select_nth_unstable_by(query.limit, |left, right| {
+                        in_order(query.order, left, right)
                     });
                     found.truncate(query.limit);
                 }
@@ -400,23 +399,23 @@ impl Memtable {
             None => {
                 let nil = ReadingId(uuid::Uuid::nil());
                 // `read_at < upper` is `key < (upper, nil)`: nil is the lowest id.
-                let (mut start, mut end) = (Bound::Included((lower, nil)), (upper, nil));
+                let (mut first, mut end) = ((lower, nil), (upper, nil));
+                let mut after_first = false;
                 match (query.order, query.after) {
-                    (Order::Oldest, Some(cursor))
-                        if (cursor.read_at, cursor.id) >= (lower, nil) =>
-                    {
-                        start = Bound::Excluded((cursor.read_at, cursor.id));
+                    (Order::Oldest, Some(cursor)) if (cursor.read_at, cursor.id) >= first => {
+                        (first, after_first) = ((cursor.read_at, cursor.id), true);
                     }
                     (Order::Newest, Some(cursor)) => end = end.min((cursor.read_at, cursor.id)),
                     _ => {}
                 }
-                let empty = match start {
-                    Bound::Included(first) | Bound::Excluded(first) => first >= end,
-                    Bound::Unbounded => false,
-                };
-                if empty {
+                if first >= end {
                     return Vec::new();
                 }
+                let start = if after_first {
+                    Bound::Excluded(first)
+                } else {
+                    Bound::Included(first)
+                };
                 let ranges = self
                     .by_sensor
                     .values()
@@ -479,13 +478,16 @@ pub(crate) fn is_after(reading: &Reading, cursor: Cursor, order: Order) -> bool 
     }
 }
 
-pub(crate) fn sort_readings<R: AsReading>(readings: &mut [R], order: Order) {
+/// How two readings compare in a query's order.
+fn in_order(order: Order, left: &Reading, right: &Reading) -> std::cmp::Ordering {
     match order {
-        Order::Oldest => readings.sort_by_key(|reading| key(reading.as_reading())),
-        Order::Newest => {
-            readings.sort_by_key(|reading| std::cmp::Reverse(key(reading.as_reading())))
-        }
+        Order::Oldest => key(left).cmp(&key(right)),
+        Order::Newest => key(right).cmp(&key(left)),
     }
+}
+
+pub(crate) fn sort_readings<R: AsReading>(readings: &mut [R], order: Order) {
+    readings.sort_by(|left, right| in_order(order, left.as_reading(), right.as_reading()));
 }
 
 pub(crate) trait AsReading {
