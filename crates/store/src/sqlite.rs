@@ -4,7 +4,8 @@
 //! - `landing.db` holds what the acknowledgement path writes: `landing_batches`, one row per
 //!   group commit holding its accepted readings in a compact binary encoding
 //!   ([`encoding`]) and its duplicate/rejected counts, plus quarantine, all in one transaction
-//!   per group commit; `sensor_counters` catches up when batches are trimmed ([`counters`]).
+//!   per group commit; per-sensor counters catch up in `audrey.db` when a flush packs the
+//!   batches ([`counters`]).
 //!   WAL mode with `synchronous=FULL`: `COMMIT` returns only after the WAL is fsynced, so an
 //!   acknowledged reading is on disk.
 //! - Every landed reading is mirrored in the [`memtable`](memtable::Memtable), which answers

@@ -878,7 +878,7 @@ fn a_store_of_schema_8_keeps_its_dedup_keys_when_they_move_to_hashed_keys() {
             .unwrap();
     }
     drop(connection);
-    assert_eq!(SqliteStore::migrate_only(dir.path()).unwrap(), 10);
+    assert_eq!(SqliteStore::migrate_only(dir.path()).unwrap(), 11);
     let reopened = small_flushes(dir.path());
     assert!(keyed.len() > 100);
     let outcomes = resend(&reopened, &keyed);

@@ -214,6 +214,73 @@ fn rows_left_in_both_files_by_a_crash_mid_flush_are_stored_once() {
     assert_eq!(counted(&store), (3, 2, 0));
 }
 
+/// Puts the counters of `audrey.db` back into `landing.db`, where stores from before main
+/// migration 8 keep them. With `unmoved`, also takes them out of `audrey.db` and clears the
+/// flag, as before the move; without, leaves both copies and the flag, as a crash right after
+/// the move's commit would.
+fn counters_back_in_landing(dir: &std::path::Path, unmoved: bool) {
+    let main = rusqlite::Connection::open(dir.join("audrey.db")).unwrap();
+    main.execute(
+        &format!(
+            "ATTACH DATABASE '{}' AS landing",
+            dir.join("landing.db").display()
+        ),
+        [],
+    )
+    .unwrap();
+    let copied = main
+        .execute(
+            "INSERT OR REPLACE INTO landing.sensor_counters SELECT * FROM main.sensor_counters",
+            [],
+        )
+        .unwrap();
+    assert!(copied > 0);
+    if unmoved {
+        main.execute_batch(
+            "DELETE FROM main.sensor_counters;
+             DELETE FROM main.counters_moved;",
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn counters_kept_in_landing_by_an_older_store_move_to_the_main_file_once() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = registered(dir.path());
+        append(&store, vec![valid(1000, Some("a")), valid(2000, None)]);
+        append(&store, vec![valid(1000, Some("a"))]);
+        store.flush_all().unwrap();
+        append(&store, vec![valid(3000, Some("b")), valid(3000, Some("b"))]);
+        assert_eq!(counted(&store), (3, 2, 0));
+    }
+    // Folded counts in landing.db, as an older store keeps them; a landed batch beside them.
+    counters_back_in_landing(dir.path(), true);
+    {
+        let store = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap();
+        assert_eq!(
+            counted(&store),
+            (3, 2, 0),
+            "moved, and the landed batch added"
+        );
+        store.flush_all().unwrap();
+        assert_eq!(counted(&store), (3, 2, 0));
+    }
+    let in_landing: i64 = rusqlite::Connection::open(dir.path().join("landing.db"))
+        .unwrap()
+        .query_row("SELECT COUNT(*) FROM sensor_counters", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(in_landing, 0, "the moved copy is gone from landing.db");
+    // A crash right after the move's commit: both files hold the counters, the flag is set.
+    counters_back_in_landing(dir.path(), false);
+    let store = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap();
+    assert_eq!(counted(&store), (3, 2, 0), "not moved a second time");
+    drop(store);
+    let store = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap();
+    assert_eq!(counted(&store), (3, 2, 0));
+}
+
 #[test]
 fn counters_stay_exact_across_flushes_reopens_and_rows_counted_before_migration_3() {
     let dir = tempfile::tempdir().unwrap();
@@ -246,6 +313,8 @@ fn counters_stay_exact_across_flushes_reopens_and_rows_counted_before_migration_
     }
     // Make the last landed row look like one written before landing migration 3: its reading
     // was counted in `sensor_counters` when it was committed, and it has no counters blob.
+    // Such a store also predates main migration 8, so its counters are in landing.db.
+    counters_back_in_landing(dir.path(), true);
     {
         let landing = rusqlite::Connection::open(dir.path().join("landing.db")).unwrap();
         let changed = landing

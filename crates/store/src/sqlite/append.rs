@@ -222,15 +222,16 @@ impl SqliteStore {
             [],
             |row| row.get(0),
         )?;
-        let repaired = counters::repair_at_open(&mut *self.landing()?, flushed_through)?;
+        let repaired =
+            counters::repair_at_open(&mut *self.landing()?, &mut *self.writer()?, flushed_through)?;
         if repaired > 0 {
             tracing::info!(
                 batches = repaired,
                 "removed landed batches an interrupted flush had already stored"
             );
         }
+        let mut loaded = counters::load(&*self.writer()?)?;
         let reader = self.landing_reader()?;
-        let mut loaded = counters::load(&reader)?;
         let mut statement = reader
             .prepare("SELECT seq, received_at, body, counters FROM landing_batches ORDER BY seq")?;
         let mut rows = statement.query([])?;

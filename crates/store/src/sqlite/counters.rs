@@ -1,21 +1,31 @@
 //! Per-sensor counters (accepted, duplicate, rejected) without a write per sensor per commit.
 //!
-//! Durable state, all in `landing.db`, so one transaction of that file moves it:
+//! Durable state:
 //!
-//! > true counters = `sensor_counters` + Σ over the rows of `landing_batches` of
-//! > (the readings in `body`, counted as accepted per sensor, and the duplicate and rejected
-//! > counts in the row's `counters` blob).
+//! > true counters = `sensor_counters` of `audrey.db` + Σ over the rows of `landing_batches`
+//! > with a seq above `flush_state.landed_through` of (the readings in `body`, counted as
+//! > accepted per sensor, and the duplicate and rejected counts in the row's `counters` blob).
 //!
 //! A group commit only inserts its landing row (one B-tree insert however many sensors it
 //! touched; a commit of nothing but duplicates or rejections writes a row with an empty
-//! body). The landing trim after a flush folds the batches it deletes into `sensor_counters`
-//! in the same transaction as the delete, so every count is in exactly one of the two places
-//! after each commit, and a SIGKILL anywhere leaves the sum right. A crash between a flush's
-//! commit and the trim is repaired at open by the same fold.
+//! body). A flush folds the counts of the batches it packs into `sensor_counters` in the same
+//! `audrey.db` transaction that packs them and moves `landed_through` past them, so every
+//! count is in exactly one of the two places at every commit, and a SIGKILL anywhere leaves
+//! the sum right. The landing trim after it only deletes; a crash before the trim leaves rows
+//! at or below `landed_through`, which open deletes without counting them again.
+//!
+//! The fold used to be part of the landing trim, in `landing.db`. There it held the landing
+//! connection, and with it every acknowledgement, for 7-12 ms per flush when 10,000 sensors
+//! shared one (an upsert per sensor); in `audrey.db` it only makes the flush longer. Stores
+//! from before main migration 8 keep their counters in `landing.db`: open finishes their
+//! fold there, then moves the table's rows into `audrey.db` once, with a flag in the same
+//! transaction ([`repair_at_open`]).
 //!
 //! Rows written before landing migration 3 have a NULL `counters` column: their readings were
 //! counted in `sensor_counters` when committed. Open converts them (subtracts their accepted
 //! readings, sets an empty blob) in one transaction, so the sum above holds for every row.
+//! Such rows only exist in stores that predate the move, so the conversion runs in
+//! `landing.db`, before it.
 //!
 //! In memory, [`Counters`] holds every sensor's true counters (queries read only that) and the
 //! duplicate and rejected deltas of the landed batches by seq, which the fold needs; the
@@ -105,7 +115,8 @@ impl Counters {
         }
     }
 
-    /// Forgets the deltas of batches with seq ≤ `up_to`: they are in `sensor_counters` now.
+    /// Forgets the deltas of batches with seq ≤ `up_to`: a flush folded them into
+    /// `sensor_counters`.
     pub fn forget_through(&mut self, up_to: i64) {
         while self.unfolded.front().is_some_and(|(seq, _)| *seq <= up_to) {
             self.unfolded.pop_front();
@@ -123,8 +134,10 @@ pub(crate) fn count_accepted<'r>(
     }
 }
 
-/// Adds `deltas` to `sensor_counters`, in sensor order so each B-tree page is visited once.
-fn apply(
+/// Adds `deltas` to `sensor_counters`, in sensor order so each B-tree page is visited once: a
+/// flush's counts in its own `audrey.db` transaction, or at open the fold and move of a store
+/// from before main migration 8.
+pub(crate) fn fold(
     transaction: &Transaction<'_>,
     deltas: &FastMap<SensorId, CounterDelta>,
 ) -> Result<(), StoreError> {
@@ -166,18 +179,9 @@ fn sorted(deltas: &FastMap<SensorId, CounterDelta>) -> Vec<(&SensorId, &CounterD
     sorted
 }
 
-/// Folds `deltas` (every count of the landing batches with seq ≤ `up_to`) into
-/// `sensor_counters` and deletes those batches, in one transaction of `landing.db`.
-pub(crate) fn fold_and_trim(
-    landing: &mut Connection,
-    deltas: &FastMap<SensorId, CounterDelta>,
-    up_to: i64,
-) -> Result<usize, StoreError> {
-    let transaction = landing.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    apply(&transaction, deltas)?;
-    let deleted = transaction.execute("DELETE FROM landing_batches WHERE seq <= ?1", [up_to])?;
-    transaction.commit()?;
-    Ok(deleted)
+/// Deletes the landing batches with seq ≤ `up_to`, which a flush packed and counted.
+pub(crate) fn trim(landing: &Connection, up_to: i64) -> Result<usize, StoreError> {
+    Ok(landing.execute("DELETE FROM landing_batches WHERE seq <= ?1", [up_to])?)
 }
 
 /// Adds the duplicate and rejected counts of a landing row's `counters` blob to `into`.
@@ -202,14 +206,43 @@ fn add_blob(counters: &[u8], into: &mut FastMap<SensorId, CounterDelta>) -> Resu
     Ok(())
 }
 
-/// At open, before anything is reloaded: converts rows landed before migration 3 (counted at
-/// commit) to the current rule, then folds and deletes the batches a flush already packed
-/// (`seq <= flushed_through`: a crash came between the flush's commit and the trim).
-/// Answers how many batches were folded.
+/// At open, before anything is reloaded: deletes the batches a flush already packed and
+/// counted (`seq <= flushed_through`: a crash came between the flush's commit and the trim).
+/// A store whose counters are still in `landing.db` first has them brought up to date there
+/// and moved into `audrey.db` (the module's doc). Answers how many batches were deleted.
 pub(crate) fn repair_at_open(
     landing: &mut Connection,
+    main: &mut Connection,
     flushed_through: i64,
 ) -> Result<usize, StoreError> {
+    let moved: bool =
+        main.query_row("SELECT EXISTS (SELECT 1 FROM counters_moved)", [], |row| {
+            row.get(0)
+        })?;
+    let mut repaired = 0;
+    if !moved {
+        repaired += fold_in_landing(landing, flushed_through)?;
+        let transaction = main.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        fold(&transaction, &read_table(landing)?)?;
+        transaction.execute("INSERT INTO counters_moved (singleton) VALUES (1)", [])?;
+        transaction.commit()?;
+    }
+    // The moved copy goes only after `audrey.db` has it: a crash before this line leaves the
+    // flag set, and the next open clears the copy without counting it again.
+    let transaction = landing.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    transaction.execute("DELETE FROM sensor_counters", [])?;
+    repaired += transaction.execute(
+        "DELETE FROM landing_batches WHERE seq <= ?1",
+        [flushed_through],
+    )?;
+    transaction.commit()?;
+    Ok(repaired)
+}
+
+/// The fold of a store from before main migration 8, in `landing.db`: converts rows landed
+/// before landing migration 3 (counted at commit) to the current rule, then folds and deletes
+/// the batches a flush already packed. Answers how many batches were folded.
+fn fold_in_landing(landing: &mut Connection, flushed_through: i64) -> Result<usize, StoreError> {
     let transaction = landing.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut counted_at_commit = FastMap::default();
     {
@@ -247,7 +280,7 @@ pub(crate) fn repair_at_open(
             add_blob(counters, &mut packed)?;
         }
     }
-    apply(&transaction, &packed)?;
+    fold(&transaction, &packed)?;
     let folded = transaction.execute(
         "DELETE FROM landing_batches WHERE seq <= ?1",
         [flushed_through],
@@ -256,18 +289,26 @@ pub(crate) fn repair_at_open(
     Ok(folded)
 }
 
-/// Loads `sensor_counters` into memory; the landed rows are added as they are reloaded
-/// ([`Counters::add_landed`]).
-pub(crate) fn load(landing: &Connection) -> Result<Counters, StoreError> {
-    let mut counters = Counters::default();
+/// Loads `sensor_counters` of `audrey.db` into memory; the landed rows are added as they are
+/// reloaded ([`Counters::add_landed`]).
+pub(crate) fn load(main: &Connection) -> Result<Counters, StoreError> {
+    Ok(Counters {
+        totals: read_table(main)?,
+        ..Counters::default()
+    })
+}
+
+/// Every row of a database's `sensor_counters`.
+fn read_table(database: &Connection) -> Result<FastMap<SensorId, CounterDelta>, StoreError> {
+    let mut totals = FastMap::default();
     let mut select =
-        landing.prepare("SELECT sensor_id, accepted, duplicate, rejected FROM sensor_counters")?;
+        database.prepare("SELECT sensor_id, accepted, duplicate, rejected FROM sensor_counters")?;
     let mut rows = select.query([])?;
     while let Some(row) = rows.next()? {
         let sensor = row.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
         let sensor = SensorId::parse(sensor)
             .map_err(|_| StoreError::Internal("a counter's sensor id is corrupt".into()))?;
-        counters.totals.insert(
+        totals.insert(
             sensor,
             CounterDelta {
                 accepted: row.get::<_, i64>(1)?.max(0) as u64,
@@ -276,7 +317,7 @@ pub(crate) fn load(landing: &Connection) -> Result<Counters, StoreError> {
             },
         );
     }
-    Ok(counters)
+    Ok(totals)
 }
 
 impl Counters {

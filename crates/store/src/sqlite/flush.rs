@@ -8,7 +8,7 @@ use rusqlite::{Transaction, TransactionBehavior, params};
 
 use audrey_model::{LocationId, Millis, Reading, ReadingId, SensorId};
 
-use super::counters::{FastMap, count_accepted, fold_and_trim};
+use super::counters::{FastMap, count_accepted, fold, trim};
 use super::dedup::key_of;
 use super::encoding::{chunk_keys, decode_chunk, encode_chunk};
 use super::summary::{ChunkOwner, forget_summaries, write_summaries};
@@ -162,6 +162,14 @@ impl SqliteStore {
                 None => return Ok(0),
             }
         };
+        // The counts of what this flush packs: accepted from its readings, duplicates and
+        // rejections from its batches' counters (counters.rs).
+        let mut deltas = FastMap::default();
+        count_accepted(rows.iter().map(|reading| &**reading), &mut deltas);
+        self.counters
+            .lock()
+            .map_err(poisoned)?
+            .unfolded_through(up_to, &mut deltas);
         {
             let mut writer = self.writer()?;
             let transaction = writer.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -170,20 +178,18 @@ impl SqliteStore {
                 "UPDATE flush_state SET landed_through = ?1 WHERE singleton = 1",
                 [up_to],
             )?;
+            fold(&transaction, &deltas)?;
             transaction.commit()?;
         }
         self.layout_generation.fetch_add(1, Ordering::AcqRel);
-        // Trim landing.db, folding the trimmed batches' counts into `sensor_counters` in the
-        // same transaction (counters.rs). Only then do the rows leave the memtable: if the
-        // trim fails they stay, and the next flush packs them again (their ids are skipped)
-        // and retries the trim with their counts.
-        let mut deltas = FastMap::default();
-        count_accepted(rows.iter().map(|reading| &**reading), &mut deltas);
-        self.counters
-            .lock()
-            .map_err(poisoned)?
-            .unfolded_through(up_to, &mut deltas);
-        fold_and_trim(&mut *self.landing()?, &deltas, up_to)?;
+        // Only then do the rows leave landing.db and the memtable. The trim holds the landing
+        // connection that acknowledgements wait for, so it only deletes. The rows are packed
+        // and counted whether it succeeds or not, so they leave memory either way: a failed
+        // trim leaves them in landing.db for the next trim (it deletes every seq up to its
+        // own) or the next open to delete.
+        if let Err(error) = self.landing().and_then(|landing| trim(&landing, up_to)) {
+            tracing::warn!(%error, "could not delete flushed batches from landing.db; will retry");
+        }
         self.counters
             .lock()
             .map_err(poisoned)?

@@ -180,6 +180,21 @@ pub(crate) const MAIN: &[&str] = &[
         body BLOB NOT NULL
     );
     "#,
+    // 8: per-sensor counters live here, folded by the flush's own transaction instead of the
+    // landing trim's (counters.rs). Open moves the rows of landing.db's table here once and
+    // puts the row of `counters_moved` in the same transaction. IF NOT EXISTS for the same
+    // reason as 7.
+    r#"
+    CREATE TABLE IF NOT EXISTS sensor_counters (
+        sensor_id TEXT PRIMARY KEY,
+        accepted INTEGER NOT NULL DEFAULT 0,
+        duplicate INTEGER NOT NULL DEFAULT 0,
+        rejected INTEGER NOT NULL DEFAULT 0
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS counters_moved (
+        singleton INTEGER PRIMARY KEY CHECK (singleton = 1)
+    );
+    "#,
 ];
 
 /// Migrations of `landing.db`: everything the acknowledgement path writes in one transaction.
