@@ -106,7 +106,7 @@ fn migrate_reports_the_schema_version() {
     let output = audrey(&["migrate", "--data-dir", dir.path().to_str().unwrap()]);
     assert!(output.status.success());
     assert!(
-        text(&output).starts_with("schema version 10"),
+        text(&output).starts_with("schema version 11"),
         "{}",
         text(&output)
     );
