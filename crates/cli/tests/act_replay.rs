@@ -139,6 +139,13 @@ async fn a_batch_lost_between_the_commits_is_evaluated_once_after_restart(
     })
     .await;
     assert_eq!(body["data"]["raised_reading_id"], raising.as_str());
+    // Webhooks are delivered at least once: a kill after the receiver answered but before
+    // act.db recorded it would send it again. Kill only once the delivery is recorded.
+    eventually("the delivery recorded as delivered", async || {
+        let deliveries = get(&server, "/deliveries").await;
+        (deliveries["items"][0]["status"] == "delivered").then_some(())
+    })
+    .await;
     let findings = get(&server, "/events?type=quality.finding").await;
     assert_eq!(
         count(&findings),
