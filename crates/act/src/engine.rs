@@ -10,6 +10,7 @@
 
 pub(crate) mod api;
 mod evaluate;
+mod handoff;
 mod replay;
 mod sweep;
 
@@ -19,7 +20,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use audrey_ingest::{CommitObserver, CommittedBatch};
+use audrey_ingest::CommitObserver;
 use audrey_model::Millis;
 use audrey_store::{SensorFilter, Store};
 
@@ -38,8 +39,9 @@ pub struct ActOptions {
     pub webhooks: WebhookOptions,
     /// How often offline sensors, no-data rules and command expiry are checked.
     pub tick_interval: Duration,
-    /// Committed batches waiting for evaluation before the committer is held back.
-    pub queued_batches: usize,
+    /// Committed readings waiting for evaluation before the committer is held back
+    /// (engine/handoff.rs).
+    pub queued_readings: usize,
     /// How far below the highest evaluated reading id the replay after a crash starts: the
     /// longest a store commit may take between minting reading ids and committing them.
     pub replay_margin: Duration,
@@ -51,7 +53,7 @@ impl Default for ActOptions {
             health: HealthOptions::default(),
             webhooks: WebhookOptions::default(),
             tick_interval: Duration::from_secs(1),
-            queued_batches: 64,
+            queued_readings: 200_000,
             replay_margin: Duration::from_secs(10),
         }
     }
@@ -200,21 +202,25 @@ impl Engine {
     /// A [`CommitObserver`] for the ingest pipeline and the thread that evaluates what it
     /// receives. The thread ends when the pipeline drops the observer.
     pub fn observer(self: &Arc<Self>) -> (Arc<dyn CommitObserver>, std::thread::JoinHandle<()>) {
-        let (sender, receiver) =
-            std::sync::mpsc::sync_channel::<CommittedBatch>(self.options.queued_batches.max(1));
+        let handoff = Arc::new(handoff::Handoff::new(
+            self.options.queued_readings,
+            handoff::STEP_INTERVAL_UNDER_LOAD,
+        ));
+        let queue = handoff.clone();
         let engine = self.clone();
         let worker = std::thread::Builder::new()
             .name("audrey-act".into())
             .spawn(move || {
-                while let Ok(first) = receiver.recv() {
-                    let batch = merge_waiting(first, &receiver);
+                let mut last_step = None;
+                while let Some(batch) = queue.next_step(last_step) {
+                    last_step = Some(std::time::Instant::now());
                     if let Err(error) = engine.observe(&batch) {
                         tracing::error!(%error, readings = batch.readings.len(), "act evaluation failed for a batch");
                     }
                 }
             })
             .expect("spawning the act engine thread");
-        (Arc::new(ChannelObserver(sender)), worker)
+        (Arc::new(handoff::HandoffObserver(handoff)), worker)
     }
 
     /// Runs the periodic checks and webhook deliveries until `shutdown` resolves.
@@ -261,39 +267,6 @@ impl Engine {
             _ = ticker => {}
             _ = sweeper => {}
             _ = dispatcher => {}
-        }
-    }
-}
-
-/// Readings merged into one evaluation step at most; see [`merge_waiting`].
-const MERGED_READINGS: usize = 20_000;
-
-/// Joins the batches already waiting in the channel to `first`: one step, so one act.db
-/// transaction (one fsync) for all of them. Under load this keeps the engine's durable writes
-/// per second bounded instead of one per group commit, which would make a raising reading
-/// wait behind a queue of fsyncs. Merged readings are sorted together by the step, which is
-/// the order rules want anyway.
-fn merge_waiting(
-    mut first: CommittedBatch,
-    receiver: &std::sync::mpsc::Receiver<CommittedBatch>,
-) -> CommittedBatch {
-    while first.readings.len() < MERGED_READINGS {
-        let Ok(next) = receiver.try_recv() else {
-            break;
-        };
-        first.readings.extend(next.readings);
-        first.rejections.extend(next.rejections);
-    }
-    first
-}
-
-struct ChannelObserver(std::sync::mpsc::SyncSender<CommittedBatch>);
-
-impl CommitObserver for ChannelObserver {
-    fn committed(&self, batch: CommittedBatch) {
-        // Blocks while the engine is behind: this is the backpressure.
-        if self.0.send(batch).is_err() {
-            tracing::error!("the act engine stopped; a committed batch was not evaluated");
         }
     }
 }
