@@ -231,10 +231,7 @@ pub(crate) fn repair_at_open(
     // flag set, and the next open clears the copy without counting it again.
     let transaction = landing.transaction_with_behavior(TransactionBehavior::Immediate)?;
     transaction.execute("DELETE FROM sensor_counters", [])?;
-    repaired += transaction.execute(
-        "DELETE FROM landing_batches WHERE seq <= ?1",
-        [flushed_through],
-    )?;
+    repaired += trim(&transaction, flushed_through)?;
     transaction.commit()?;
     Ok(repaired)
 }
@@ -281,10 +278,7 @@ fn fold_in_landing(landing: &mut Connection, flushed_through: i64) -> Result<usi
         }
     }
     fold(&transaction, &packed)?;
-    let folded = transaction.execute(
-        "DELETE FROM landing_batches WHERE seq <= ?1",
-        [flushed_through],
-    )?;
+    let folded = trim(&transaction, flushed_through)?;
     transaction.commit()?;
     Ok(folded)
 }
