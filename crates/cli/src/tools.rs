@@ -283,6 +283,11 @@ enum BenchScenario {
         batch: usize,
         #[arg(long, default_value_t = 10_000)]
         sensors: usize,
+        /// Requests a second over all workers of a scenario, on a fixed schedule; latency then
+        /// runs from each request's due time. Without it every worker sends as fast as it is
+        /// answered
+        #[arg(long)]
+        rate: Option<f64>,
     },
     /// gRPC queries: oldest N, newest N, by id (100 workers), range scan rows/s
     GrpcQueries {
@@ -500,9 +505,11 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             transports,
             batch,
             sensors,
+            rate,
         } => {
             let token = token_or_file(target.token, &target.data_dir)?;
             let mut options = audrey_loadgen::MatrixOptions::new(&target.url, &grpc_url, &token);
+            options.rate = rate;
             if let Some(cells) = cells {
                 options.cells = audrey_loadgen::parse_cells(&cells)?;
             }

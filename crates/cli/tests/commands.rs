@@ -399,3 +399,109 @@ async fn serve_demo_shows_data_flowing_at_once() {
     child.start_kill().unwrap();
     let _ = child.wait().await;
 }
+
+/// Runs `audrey bench matrix` against `server` with `args` and returns its JSON reports.
+async fn bench_matrix(server: &ServerProcess, args: &[&str]) -> Vec<Value> {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_audrey"))
+        .args(["bench", "matrix", "--json", "--url", &server.base_url])
+        .args(["--grpc-url", &server.grpc_url, "--token", &server.token])
+        .args(["--server-pid", &server.child.id().unwrap().to_string()])
+        .args(args)
+        .env("AUDREY_LOG", "warn")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let reports: Value = serde_json::from_slice(&output.stdout).unwrap();
+    reports.as_array().unwrap().clone()
+}
+
+/// Every reading the server holds, counted from one page (the tests store fewer than a page).
+async fn readings_stored(server: &ServerProcess) -> u64 {
+    let page: Value = reqwest::Client::new()
+        .get(format!("{}/api/v1/readings?limit=10000", server.base_url))
+        .bearer_auth(&server.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let count = page["count"].as_u64().unwrap();
+    assert!(count < 10_000, "more readings than one page holds");
+    count
+}
+
+#[tokio::test]
+async fn bench_matrix_stores_every_reading_it_reports_over_every_transport() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path()).await;
+    let reports = bench_matrix(
+        &server,
+        &["--cells", "3x4", "--transports", "all", "--batch", "5"],
+    )
+    .await;
+    assert_eq!(reports.len(), 5, "{reports:?}");
+    let mut reported = 0;
+    for report in &reports {
+        let per_request = if report["scenario"].as_str().unwrap().contains("single")
+            || report["scenario"].as_str().unwrap().contains("unary")
+        {
+            1
+        } else {
+            5
+        };
+        assert_eq!(report["errors"], 0, "{report}");
+        assert_eq!(report["requests"], 12, "{report}");
+        assert_eq!(report["readings"], 12 * per_request, "{report}");
+        assert!(report["server_cpu_seconds"].as_f64().is_some(), "{report}");
+        assert!(report.get("target_requests_per_second").is_none());
+        reported += report["readings"].as_u64().unwrap();
+    }
+    assert_eq!(reported, 12 * (1 + 1 + 5 + 5 + 5));
+    assert_eq!(readings_stored(&server).await, reported);
+    server.terminate().await;
+}
+
+#[tokio::test]
+async fn bench_matrix_with_a_rate_keeps_to_its_schedule() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path()).await;
+    // 4 workers x 25 requests at 200 a second: the last request is due 99 / 200 s after the
+    // start, so no scenario can end sooner; unpaced, 100 small requests take a few ms.
+    let reports = bench_matrix(
+        &server,
+        &[
+            "--cells",
+            "4x25",
+            "--transports",
+            "grpc-unary,grpc-stream,http-batch",
+            "--batch",
+            "10",
+            "--rate",
+            "200",
+        ],
+    )
+    .await;
+    assert_eq!(reports.len(), 3, "{reports:?}");
+    for report in &reports {
+        let scenario = report["scenario"].as_str().unwrap();
+        assert!(scenario.ends_with("4x25 @200/s"), "{scenario}");
+        assert_eq!(report["target_requests_per_second"], 200.0);
+        assert_eq!(report["errors"], 0, "{report}");
+        assert_eq!(report["requests"], 100, "{report}");
+        let elapsed = report["elapsed_seconds"].as_f64().unwrap();
+        assert!(elapsed >= 0.495, "{scenario} ended after {elapsed} s");
+        let requests_per_second = report["requests_per_second"].as_f64().unwrap();
+        assert!(
+            requests_per_second <= 203.0,
+            "{scenario}: {requests_per_second}/s"
+        );
+    }
+    assert_eq!(readings_stored(&server).await, 100 + 1000 + 1000);
+    server.terminate().await;
+}

@@ -13,6 +13,7 @@
 //! per scenario.
 
 mod load;
+mod pace;
 mod scenario;
 mod stream;
 
@@ -30,6 +31,7 @@ use crate::clock::wall_clock_ms;
 use crate::progress;
 
 use load::ScenarioLoad;
+use pace::Pace;
 use scenario::{HTTP_CONNECTIONS_AT_MOST, ScenarioPlan, run_scenario};
 
 pub use stream::UNACKNOWLEDGED_BATCHES_AT_MOST;
@@ -187,6 +189,9 @@ pub struct MatrixOptions {
     pub sensors: usize,
     /// The server's process id, to report the CPU time each scenario cost it.
     pub server_pid: Option<u32>,
+    /// Requests a second over all of a scenario's workers, on a fixed schedule with latency
+    /// timed from each request's due time (see [`pace`]); `None` sends as fast as answered.
+    pub rate: Option<f64>,
 }
 
 impl MatrixOptions {
@@ -201,14 +206,23 @@ impl MatrixOptions {
             batch_size: DEFAULT_MATRIX_BATCH_SIZE,
             sensors: DEFAULT_MATRIX_SENSORS,
             server_pid: None,
+            rate: None,
         }
     }
 }
 
 /// What a scenario is called in the table: `grpc-stream 10x100`, with a note when HTTP workers
 /// had to take turns on a bounded number of connections.
-pub fn scenario_label(transport: Transport, workers: usize, requests_per_worker: u64) -> String {
+pub fn scenario_label(
+    transport: Transport,
+    workers: usize,
+    requests_per_worker: u64,
+    pace: Option<Pace>,
+) -> String {
     let mut label = format!("{transport} {workers}x{requests_per_worker}");
+    if let Some(pace) = pace {
+        label.push_str(&format!(" @{}/s", pace.requests_per_second()));
+    }
     if !transport.is_grpc() && workers > HTTP_CONNECTIONS_AT_MOST {
         label.push_str(&format!(" ({HTTP_CONNECTIONS_AT_MOST} connections)"));
     }
@@ -230,6 +244,7 @@ pub async fn bench_matrix(options: MatrixOptions) -> anyhow::Result<Vec<BenchRep
             "cell {workers}x{requests} sends nothing"
         );
     }
+    let pace = options.rate.map(Pace::new).transpose()?;
     // Read once up front so a wrong pid fails now, not silently in every report.
     optional_cpu_seconds(options.server_pid)?;
     let registrar = ApiClient::new(&options.http_url, &options.token, 16)?;
@@ -249,7 +264,7 @@ pub async fn bench_matrix(options: MatrixOptions) -> anyhow::Result<Vec<BenchRep
         .collect();
     let mut reports = Vec::with_capacity(scenarios.len());
     for (index, &(workers, requests_per_worker, transport)) in scenarios.iter().enumerate() {
-        let label = scenario_label(transport, workers, requests_per_worker);
+        let label = scenario_label(transport, workers, requests_per_worker, pace);
         let plan = ScenarioPlan {
             transport,
             workers,
@@ -262,6 +277,7 @@ pub async fn bench_matrix(options: MatrixOptions) -> anyhow::Result<Vec<BenchRep
                 wall_clock_ms(),
                 format!("{run_prefix}-{index}"),
             ),
+            pace,
         };
         let bar = progress::bar(
             workers as u64 * requests_per_worker,
@@ -288,6 +304,7 @@ pub async fn bench_matrix(options: MatrixOptions) -> anyhow::Result<Vec<BenchRep
             Err(error) => BenchReport::failed(&label, workers, format!("{error:#}"))?,
         };
         report.requests_per_worker = Some(requests_per_worker);
+        report.target_requests_per_second = pace.map(Pace::requests_per_second);
         progress::note_when_unseen(|| report.one_line_summary());
         reports.push(report);
     }
@@ -348,16 +365,20 @@ mod tests {
     #[test]
     fn labels_say_when_http_workers_shared_connections() {
         assert_eq!(
-            scenario_label(Transport::GrpcUnary, 10, 100),
+            scenario_label(Transport::GrpcUnary, 10, 100, None),
             "grpc-unary 10x100"
         );
         assert_eq!(
-            scenario_label(Transport::HttpSingle, 10_000, 1),
+            scenario_label(Transport::HttpSingle, 10_000, 1, None),
             format!("http-single 10000x1 ({HTTP_CONNECTIONS_AT_MOST} connections)")
         );
         assert_eq!(
-            scenario_label(Transport::GrpcStream, 10_000, 1),
+            scenario_label(Transport::GrpcStream, 10_000, 1, None),
             "grpc-stream 10000x1"
+        );
+        assert_eq!(
+            scenario_label(Transport::GrpcUnary, 100, 800, Pace::new(20_000.0).ok()),
+            "grpc-unary 100x800 @20000/s"
         );
     }
 

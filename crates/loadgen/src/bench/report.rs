@@ -23,6 +23,10 @@ pub struct BenchReport {
     /// requests are `workers * requests_per_worker`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub requests_per_worker: Option<u64>,
+    /// The rate requests were scheduled at (`bench matrix --rate`); latencies then run from
+    /// each request's due time. Absent when workers sent as fast as they were answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_requests_per_second: Option<f64>,
     /// Requests the server answered (for the raw store: transactions committed).
     pub requests: u64,
     /// Readings the server stored or recognised as duplicates (query: readings returned).
@@ -173,6 +177,7 @@ impl Tally {
             scenario: scenario.to_string(),
             workers,
             requests_per_worker: None,
+            target_requests_per_second: None,
             requests: self.requests,
             readings: self.readings,
             errors: self.errors,

@@ -21,6 +21,7 @@ use tokio::task::JoinSet;
 use crate::api_client::ApiClient;
 use crate::bench::matrix::Transport;
 use crate::bench::matrix::load::{PreparedRequests, ScenarioLoad};
+use crate::bench::matrix::pace::{Pace, latency_since_due, wait_until};
 use crate::bench::matrix::stream::stream_worker;
 use crate::bench::report::Tally;
 use crate::delivery::{Delivery, RetryPolicy, StopSignal, StopSwitch, deliver, stop_pair};
@@ -45,6 +46,8 @@ pub struct ScenarioPlan {
     pub workers: usize,
     pub requests_per_worker: u64,
     pub load: ScenarioLoad,
+    /// An open-loop schedule (`--rate`); `None` sends each request when the last is answered.
+    pub pace: Option<Pace>,
 }
 
 /// What each worker holds: the plan, the bar, and the switch that stops everyone.
@@ -139,7 +142,7 @@ async fn grpc_worker(
     match context.plan.transport {
         Transport::GrpcUnary => {
             let client = grpc.ingest(worker);
-            send_one_at_a_time(&context, |request| {
+            send_one_at_a_time(&context, worker, |request| {
                 let client = client.clone();
                 call_until_answered(
                     move || {
@@ -154,7 +157,7 @@ async fn grpc_worker(
         }
         Transport::GrpcBatch => {
             let client = grpc.ingest(worker);
-            send_one_at_a_time(&context, |request| {
+            send_one_at_a_time(&context, worker, |request| {
                 let client = client.clone();
                 let mut prepared = prepared.take_batch(request);
                 call_until_answered(
@@ -189,7 +192,7 @@ async fn http_worker(
     let single = context.plan.transport == Transport::HttpSingle;
     let load = &context.plan.load;
     let stop_signal = context.stop_signal.clone();
-    send_one_at_a_time(&context, |request| {
+    send_one_at_a_time(&context, worker, |request| {
         let mut stop_signal = stop_signal.clone();
         let prepared = prepared.body(request);
         async move {
@@ -217,22 +220,36 @@ fn lost(why: String) -> Delivery {
 }
 
 /// Sends a worker's requests one after another, recording each; stops early, and stops every
-/// other worker, when the server appears to be gone.
+/// other worker, when the server appears to be gone. With a pace each request waits for its due
+/// time and its latency runs from then (see [`Pace`]).
 async fn send_one_at_a_time<Pending>(
     context: &WorkerContext,
+    worker: usize,
     mut send: impl FnMut(u64) -> Pending,
 ) -> anyhow::Result<Tally>
 where
     Pending: Future<Output = Delivery>,
 {
     let mut tally = Tally::new()?;
-    let readings_per_request = context.plan.load.readings_per_request();
+    let plan = &context.plan;
+    let readings_per_request = plan.load.readings_per_request();
+    // Called right after the start barrier, so every worker's schedule starts together.
+    let start = Instant::now();
     let mut lost_in_a_row = 0;
-    for request in 0..context.plan.requests_per_worker {
+    for request in 0..plan.requests_per_worker {
         if context.stop_signal.is_raised() {
             break;
         }
-        let delivery = send(request).await;
+        let due = plan
+            .pace
+            .map(|pace| pace.due(start, plan.workers, worker, request));
+        if let Some(due) = due {
+            wait_until(due).await;
+        }
+        let mut delivery = send(request).await;
+        if let (Some(due), Some(answered_in)) = (due, delivery.answered_in) {
+            delivery.answered_in = Some(latency_since_due(due, answered_in));
+        }
         let answered = delivery.summary.is_some();
         tally.record_delivery(delivery, readings_per_request);
         context.bar.inc(1);

@@ -8,6 +8,9 @@
 //! round trip the way a real gateway would, without letting the client run arbitrarily far ahead
 //! of what the server has made durable.
 //!
+//! With a pace (`--rate`) a batch is sent at its due time, or as soon as the window has room
+//! when it is late, and its latency runs from the due time (see [`Pace`]).
+//!
 //! When the server ends the call because it is overloaded, the worker does what the unary and
 //! HTTP workers do with an overloaded answer: it waits as asked, opens a new call and resends
 //! every batch still unacknowledged, message ids and all, so a batch that did land is answered as
@@ -23,6 +26,7 @@ use tonic::Status;
 use tonic::codec::Streaming;
 
 use crate::bench::matrix::load::PreparedRequests;
+use crate::bench::matrix::pace::{Pace, wait_until};
 use crate::bench::matrix::scenario::{WorkerContext, judge_batch_ack};
 use crate::bench::report::Tally;
 use crate::delivery::Delivery;
@@ -32,10 +36,13 @@ use crate::grpc_client::{CALL_TIMEOUT, IngestClient, describe_status, overload_p
 pub const UNACKNOWLEDGED_BATCHES_AT_MOST: usize = 8;
 
 /// One worker's progress, kept across calls: batches sent and not yet acknowledged (request
-/// number and when it was last sent), oldest first, and the next request to send.
+/// number and when its latency started: when it was last sent, or with a pace its due time),
+/// oldest first, and the next request to send.
 struct Window<'a> {
     worker: usize,
     context: &'a WorkerContext,
+    /// When the scenario's clock started, for the pace's schedule.
+    start: Instant,
     unacknowledged: VecDeque<(u64, Instant)>,
     next_request: u64,
     /// Batches built before the clock, each handed to the call once.
@@ -63,16 +70,38 @@ impl Window<'_> {
         })
     }
 
-    /// Sends batches until the window is full or the worker has none left. Returns `false` when
-    /// the call has already ended and nothing more can be sent.
-    async fn fill(&mut self, sender: &mpsc::Sender<ReadingBatch>) -> bool {
-        let plan = &self.context.plan;
-        while self.unacknowledged.len() < UNACKNOWLEDGED_BATCHES_AT_MOST
-            && self.next_request < plan.requests_per_worker
+    fn pace(&self) -> Option<Pace> {
+        self.context.plan.pace
+    }
+
+    /// Whether another batch may go out now, given the window and what is left to send; with a
+    /// pace it may also have to wait for its due time ([`Window::next_due`]).
+    fn has_room(&self) -> bool {
+        self.unacknowledged.len() < UNACKNOWLEDGED_BATCHES_AT_MOST
+            && self.next_request < self.context.plan.requests_per_worker
             && !self.context.stop_signal.is_raised()
-        {
+    }
+
+    /// With a pace, when the next batch is due, if the window has room for it.
+    fn next_due(&self) -> Option<Instant> {
+        let plan = &self.context.plan;
+        let pace = self.pace()?;
+        self.has_room()
+            .then(|| pace.due(self.start, plan.workers, self.worker, self.next_request))
+    }
+
+    /// Sends batches until the window is full, the worker has none left or, with a pace, the
+    /// next one is not due yet. Returns `false` when the call has already ended and nothing
+    /// more can be sent.
+    async fn fill(&mut self, sender: &mpsc::Sender<ReadingBatch>) -> bool {
+        while self.has_room() {
+            let now = Instant::now();
+            let sent_at = match self.next_due() {
+                Some(due) if due > now => break,
+                Some(due) => due,
+                None => now,
+            };
             let request = self.next_request;
-            let sent_at = Instant::now();
             if sender.send(self.batch(request)).await.is_err() {
                 return false;
             }
@@ -82,11 +111,28 @@ impl Window<'_> {
         true
     }
 
-    /// Sends again, on a new call, what the previous call left unacknowledged.
+    /// [`Window::fill`] on a call that is open: the call ending under it ends the call.
+    async fn fill_during_call(
+        &mut self,
+        sender: &mpsc::Sender<ReadingBatch>,
+    ) -> Result<(), CallEnd> {
+        if self.fill(sender).await {
+            Ok(())
+        } else {
+            Err(CallEnd::Failed(
+                "the call ended before every batch was sent".to_string(),
+            ))
+        }
+    }
+
+    /// Sends again, on a new call, what the previous call left unacknowledged. With a pace a
+    /// batch's latency still runs from its due time.
     async fn resend(&mut self, sender: &mpsc::Sender<ReadingBatch>) -> bool {
         for index in 0..self.unacknowledged.len() {
             let request = self.unacknowledged[index].0;
-            self.unacknowledged[index].1 = Instant::now();
+            if self.pace().is_none() {
+                self.unacknowledged[index].1 = Instant::now();
+            }
             if sender.send(self.batch(request)).await.is_err() {
                 return false;
             }
@@ -125,6 +171,7 @@ pub async fn stream_worker(
     let mut window = Window {
         worker,
         context,
+        start: Instant::now(),
         unacknowledged: VecDeque::with_capacity(UNACKNOWLEDGED_BATCHES_AT_MOST),
         next_request: 0,
         prepared,
@@ -196,6 +243,7 @@ async fn one_call(
 }
 
 /// Takes acks until every batch is sent and acknowledged, or says how the call ended before.
+/// With a pace, batches that fall due meanwhile are sent between acks.
 async fn receive_acks(
     window: &mut Window<'_>,
     sender: &mpsc::Sender<ReadingBatch>,
@@ -203,8 +251,26 @@ async fn receive_acks(
     tally: &mut Tally,
 ) -> Result<(), CallEnd> {
     let readings_per_request = window.context.plan.load.readings_per_request();
-    while let Some(&(batch_id, sent_at)) = window.unacknowledged.front() {
-        let ack = match tokio::time::timeout(CALL_TIMEOUT, acks.message()).await {
+    loop {
+        let next_due = window.next_due();
+        let Some(&(batch_id, sent_at)) = window.unacknowledged.front() else {
+            // Nothing in flight: done, unless a paced batch is still to come.
+            let Some(due) = next_due else {
+                return Ok(());
+            };
+            wait_until(due).await;
+            window.fill_during_call(sender).await?;
+            continue;
+        };
+        let answer = tokio::select! {
+            answer = tokio::time::timeout(CALL_TIMEOUT, acks.message()) => answer,
+            // `message` keeps its state in the stream, so dropping it here loses nothing.
+            () = wait_until(next_due.unwrap_or(sent_at)), if next_due.is_some() => {
+                window.fill_during_call(sender).await?;
+                continue;
+            }
+        };
+        let ack = match answer {
             Ok(Ok(Some(ack))) => ack,
             Ok(Ok(None)) => {
                 return Err(CallEnd::Failed(
@@ -231,11 +297,6 @@ async fn receive_acks(
         };
         tally.record_delivery(delivery, readings_per_request);
         window.context.bar.inc(1);
-        if !window.fill(sender).await {
-            return Err(CallEnd::Failed(
-                "the call ended before every batch was sent".to_string(),
-            ));
-        }
+        window.fill_during_call(sender).await?;
     }
-    Ok(())
 }
