@@ -9,11 +9,13 @@
 //! With a rate the scenario's global request `g` (request `r` of worker `w` is
 //! `r * workers + w`, the order [`ScenarioLoad`](super::load::ScenarioLoad) numbers readings
 //! in) is due `g / rate` seconds after the start. A worker still sends one request at a time:
-//! it waits for the due time when it is early and sends at once when it is late. A request's
-//! latency runs **from its due time**, not from the moment it left: when a slow answer makes a
-//! worker fall behind, the requests it could not send on time count the wait, as the devices
-//! behind a real gateway would feel it. Timing from the send instead would hide exactly the
-//! stalls a benchmark is for (the "coordinated omission" of a closed loop).
+//! it waits for the due time when it is early and sends at once when it is late. A late
+//! request's latency runs **from its due time**, not from the moment it left: when a slow
+//! answer makes a worker fall behind, the requests it could not send on time count the wait,
+//! as the devices behind a real gateway would feel it. Timing from the send instead would hide
+//! exactly the stalls a benchmark is for (the "coordinated omission" of a closed loop). An
+//! early request is timed from when it left: tokio's timer wakes a sleeper up to a millisecond
+//! after the time asked for, and that delay is the load generator's, not the server's.
 
 use std::time::{Duration, Instant};
 
@@ -47,17 +49,34 @@ impl Pace {
     }
 }
 
+/// Whether a request could go out at its due time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Departure {
+    /// The sender was ready before the due time and waited for it.
+    Early,
+    /// The due time had passed when the sender got to it.
+    Late,
+}
+
 /// Waits until `due`, when it has not passed yet.
-pub async fn wait_until(due: Instant) {
+pub async fn wait_until(due: Instant) -> Departure {
     if due > Instant::now() {
         tokio::time::sleep_until(due.into()).await;
+        Departure::Early
+    } else {
+        Departure::Late
     }
 }
 
-/// The latency of a request due at `due` and answered now: never less than the time it
-/// actually took (`answered_in`), which can exceed `now - due` only by clock granularity.
-pub fn latency_since_due(due: Instant, answered_in: Duration) -> Duration {
-    due.elapsed().max(answered_in)
+/// The latency of a request due at `due`, sent as `departure` says, answered now, that took
+/// `answered_in` from its send: a late request counts from its due time (never less than the
+/// time it took, which can exceed `now - due` only by clock granularity), an early one from its
+/// send.
+pub fn paced_latency(due: Instant, departure: Departure, answered_in: Duration) -> Duration {
+    match departure {
+        Departure::Early => answered_in,
+        Departure::Late => due.elapsed().max(answered_in),
+    }
 }
 
 #[cfg(test)]
@@ -90,11 +109,28 @@ mod tests {
     #[test]
     fn a_late_request_counts_the_time_it_waited_to_be_sent() {
         let due = Instant::now() - Duration::from_millis(30);
-        let latency = latency_since_due(due, Duration::from_millis(2));
+        let latency = paced_latency(due, Departure::Late, Duration::from_millis(2));
         assert!(latency >= Duration::from_millis(30), "{latency:?}");
-        // A request sent on time is never reported faster than it was answered.
+        // A late request is never reported faster than it was answered.
         let just_due = Instant::now();
-        let latency = latency_since_due(just_due, Duration::from_millis(5));
+        let latency = paced_latency(just_due, Departure::Late, Duration::from_millis(5));
         assert!(latency >= Duration::from_millis(5), "{latency:?}");
+    }
+
+    #[test]
+    fn an_early_request_counts_from_its_send_not_from_the_timer() {
+        // Woken 3 ms after its due time by a coarse timer, answered 2 ms after it left.
+        let due = Instant::now() - Duration::from_millis(5);
+        let latency = paced_latency(due, Departure::Early, Duration::from_millis(2));
+        assert_eq!(latency, Duration::from_millis(2));
+    }
+
+    #[tokio::test]
+    async fn waiting_tells_an_early_sender_from_a_late_one() {
+        let soon = Instant::now() + Duration::from_millis(5);
+        assert_eq!(wait_until(soon).await, Departure::Early);
+        assert!(Instant::now() >= soon);
+        let past = Instant::now() - Duration::from_millis(1);
+        assert_eq!(wait_until(past).await, Departure::Late);
     }
 }

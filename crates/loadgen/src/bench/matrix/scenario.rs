@@ -21,7 +21,7 @@ use tokio::task::JoinSet;
 use crate::api_client::ApiClient;
 use crate::bench::matrix::Transport;
 use crate::bench::matrix::load::{PreparedRequests, ScenarioLoad};
-use crate::bench::matrix::pace::{Pace, latency_since_due, wait_until};
+use crate::bench::matrix::pace::{Pace, paced_latency, wait_until};
 use crate::bench::matrix::stream::stream_worker;
 use crate::bench::report::Tally;
 use crate::delivery::{Delivery, RetryPolicy, StopSignal, StopSwitch, deliver, stop_pair};
@@ -240,15 +240,14 @@ where
         if context.stop_signal.is_raised() {
             break;
         }
-        let due = plan
-            .pace
-            .map(|pace| pace.due(start, plan.workers, worker, request));
-        if let Some(due) = due {
-            wait_until(due).await;
+        let mut paced = None;
+        if let Some(pace) = plan.pace {
+            let due = pace.due(start, plan.workers, worker, request);
+            paced = Some((due, wait_until(due).await));
         }
         let mut delivery = send(request).await;
-        if let (Some(due), Some(answered_in)) = (due, delivery.answered_in) {
-            delivery.answered_in = Some(latency_since_due(due, answered_in));
+        if let (Some((due, departure)), Some(answered_in)) = (paced, delivery.answered_in) {
+            delivery.answered_in = Some(paced_latency(due, departure, answered_in));
         }
         let answered = delivery.summary.is_some();
         tally.record_delivery(delivery, readings_per_request);

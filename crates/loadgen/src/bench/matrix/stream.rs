@@ -9,7 +9,8 @@
 //! of what the server has made durable.
 //!
 //! With a pace (`--rate`) a batch is sent at its due time, or as soon as the window has room
-//! when it is late, and its latency runs from the due time (see [`Pace`]).
+//! when it is late. A batch the window held past its due time is timed from the due time, one
+//! that only waited for its time from its send (see [`Pace`]).
 //!
 //! When the server ends the call because it is overloaded, the worker does what the unary and
 //! HTTP workers do with an overloaded answer: it waits as asked, opens a new call and resends
@@ -26,7 +27,7 @@ use tonic::Status;
 use tonic::codec::Streaming;
 
 use crate::bench::matrix::load::PreparedRequests;
-use crate::bench::matrix::pace::{Pace, wait_until};
+use crate::bench::matrix::pace::{Departure, Pace, wait_until};
 use crate::bench::matrix::scenario::{WorkerContext, judge_batch_ack};
 use crate::bench::report::Tally;
 use crate::delivery::Delivery;
@@ -91,15 +92,17 @@ impl Window<'_> {
     }
 
     /// Sends batches until the window is full, the worker has none left or, with a pace, the
-    /// next one is not due yet. Returns `false` when the call has already ended and nothing
-    /// more can be sent.
-    async fn fill(&mut self, sender: &mpsc::Sender<ReadingBatch>) -> bool {
+    /// next one is not due yet. `departure` says why batches are going now: `Early` when the
+    /// pace's timer woke us (the window had room at their due time), `Late` otherwise (an ack
+    /// made room for batches already due). Returns `false` when the call has already ended and
+    /// nothing more can be sent.
+    async fn fill(&mut self, sender: &mpsc::Sender<ReadingBatch>, departure: Departure) -> bool {
         while self.has_room() {
             let now = Instant::now();
-            let sent_at = match self.next_due() {
-                Some(due) if due > now => break,
-                Some(due) => due,
-                None => now,
+            let sent_at = match (self.next_due(), departure) {
+                (Some(due), _) if due > now => break,
+                (Some(due), Departure::Late) => due,
+                (Some(_), Departure::Early) | (None, _) => now,
             };
             let request = self.next_request;
             if sender.send(self.batch(request)).await.is_err() {
@@ -115,8 +118,9 @@ impl Window<'_> {
     async fn fill_during_call(
         &mut self,
         sender: &mpsc::Sender<ReadingBatch>,
+        departure: Departure,
     ) -> Result<(), CallEnd> {
-        if self.fill(sender).await {
+        if self.fill(sender, departure).await {
             Ok(())
         } else {
             Err(CallEnd::Failed(
@@ -208,7 +212,7 @@ async fn one_call(
     let (sender, receiver) = mpsc::channel(UNACKNOWLEDGED_BATCHES_AT_MOST);
     // Batches go in before the call is opened: a server may wait for the first batch before it
     // sends its response headers, and the call's future resolves only with those headers.
-    if !(window.resend(&sender).await && window.fill(&sender).await) {
+    if !(window.resend(&sender).await && window.fill(&sender, Departure::Late).await) {
         return CallEnd::Failed("the request stream closed before it opened".to_string());
     }
     let opened =
@@ -258,15 +262,15 @@ async fn receive_acks(
             let Some(due) = next_due else {
                 return Ok(());
             };
-            wait_until(due).await;
-            window.fill_during_call(sender).await?;
+            let departure = wait_until(due).await;
+            window.fill_during_call(sender, departure).await?;
             continue;
         };
         let answer = tokio::select! {
             answer = tokio::time::timeout(CALL_TIMEOUT, acks.message()) => answer,
             // `message` keeps its state in the stream, so dropping it here loses nothing.
-            () = wait_until(next_due.unwrap_or(sent_at)), if next_due.is_some() => {
-                window.fill_during_call(sender).await?;
+            departure = wait_until(next_due.unwrap_or(sent_at)), if next_due.is_some() => {
+                window.fill_during_call(sender, departure).await?;
                 continue;
             }
         };
@@ -297,6 +301,6 @@ async fn receive_acks(
         };
         tally.record_delivery(delivery, readings_per_request);
         window.context.bar.inc(1);
-        window.fill_during_call(sender).await?;
+        window.fill_during_call(sender, Departure::Late).await?;
     }
 }
