@@ -20,6 +20,17 @@ fn audrey(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// Runs an `audrey` command to its end; it must succeed, or its stderr is the failure.
+async fn succeeds(command: &mut tokio::process::Command) -> std::process::Output {
+    let output = command.env("AUDREY_LOG", "warn").output().await.unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
 fn text(output: &std::process::Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
@@ -266,15 +277,7 @@ async fn import_locations_uploads_a_csv_and_prints_the_report() {
         again.starts_with("2 rows: 0 inserted, 0 updated, 1 unchanged"),
         "{again}"
     );
-    let stored: Value = reqwest::Client::new()
-        .get(format!("{}/api/v1/locations/EDDB", server.base_url))
-        .bearer_auth(&server.token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stored = get_json(&server, "/api/v1/locations/EDDB").await;
     assert_eq!(stored["name"], "Berlin");
     server.terminate().await;
 }
@@ -283,55 +286,32 @@ async fn import_locations_uploads_a_csv_and_prints_the_report() {
 async fn simulate_registers_a_fleet_and_its_readings_arrive() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path()).await;
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_audrey"))
-        .args([
-            "simulate",
-            "--url",
-            &server.base_url,
-            "--token",
-            &server.token,
-        ])
-        .args([
-            "--sensors",
-            "20",
-            "--locations",
-            "4",
-            "--rate",
-            "200",
-            "--seconds",
-            "3",
-            "--batch",
-            "20",
-        ])
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let client = reqwest::Client::new();
-    let sensors: Value = client
-        .get(format!("{}/api/v1/sensors?limit=100", server.base_url))
-        .bearer_auth(&server.token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let output = succeeds(
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_audrey"))
+            .args([
+                "simulate",
+                "--url",
+                &server.base_url,
+                "--token",
+                &server.token,
+            ])
+            .args([
+                "--sensors",
+                "20",
+                "--locations",
+                "4",
+                "--rate",
+                "200",
+                "--seconds",
+                "3",
+                "--batch",
+                "20",
+            ]),
+    )
+    .await;
+    let sensors = get_json(&server, "/api/v1/sensors?limit=100").await;
     assert_eq!(sensors["count"], 20);
-    let readings: Value = client
-        .get(format!("{}/api/v1/readings?limit=10000", server.base_url))
-        .bearer_auth(&server.token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let stored = readings["count"].as_u64().unwrap();
+    let stored = readings_stored(&server).await;
     assert!(
         stored >= 300,
         "about 600 readings in 3 s at 200/s, {stored} stored"
@@ -402,35 +382,34 @@ async fn serve_demo_shows_data_flowing_at_once() {
 
 /// Runs `audrey bench matrix` against `server` with `args` and returns its JSON reports.
 async fn bench_matrix(server: &ServerProcess, args: &[&str]) -> Vec<Value> {
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_audrey"))
-        .args(["bench", "matrix", "--json", "--url", &server.base_url])
-        .args(["--grpc-url", &server.grpc_url, "--token", &server.token])
-        .args(["--server-pid", &server.child.id().unwrap().to_string()])
-        .args(args)
-        .env("AUDREY_LOG", "warn")
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let output = succeeds(
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_audrey"))
+            .args(["bench", "matrix", "--json", "--url", &server.base_url])
+            .args(["--grpc-url", &server.grpc_url, "--token", &server.token])
+            .args(["--server-pid", &server.child.id().unwrap().to_string()])
+            .args(args),
+    )
+    .await;
     let reports: Value = serde_json::from_slice(&output.stdout).unwrap();
     reports.as_array().unwrap().clone()
 }
 
-/// Every reading the server holds, counted from one page (the tests store fewer than a page).
-async fn readings_stored(server: &ServerProcess) -> u64 {
-    let page: Value = reqwest::Client::new()
-        .get(format!("{}/api/v1/readings?limit=10000", server.base_url))
+/// `GET path` on the server's HTTP API as its admin, answered with JSON.
+async fn get_json(server: &ServerProcess, path: &str) -> Value {
+    reqwest::Client::new()
+        .get(format!("{}{path}", server.base_url))
         .bearer_auth(&server.token)
         .send()
         .await
         .unwrap()
         .json()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// Every reading the server holds, counted from one page (the tests store fewer than a page).
+async fn readings_stored(server: &ServerProcess) -> u64 {
+    let page = get_json(server, "/api/v1/readings?limit=10000").await;
     let count = page["count"].as_u64().unwrap();
     assert!(count < 10_000, "more readings than one page holds");
     count
