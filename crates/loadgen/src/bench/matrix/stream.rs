@@ -211,8 +211,13 @@ async fn one_call(
 ) -> CallEnd {
     let (sender, receiver) = mpsc::channel(UNACKNOWLEDGED_BATCHES_AT_MOST);
     // Batches go in before the call is opened: a server may wait for the first batch before it
-    // sends its response headers, and the call's future resolves only with those headers.
-    if !(window.resend(&sender).await && window.fill(&sender, Departure::Late).await) {
+    // sends its response headers, and the call's future resolves only with those headers. So
+    // with a pace, a call with nothing to resend opens once its first batch is due.
+    let departure = match window.next_due() {
+        Some(due) if window.unacknowledged.is_empty() => wait_until(due).await,
+        _ => Departure::Late,
+    };
+    if !(window.resend(&sender).await && window.fill(&sender, departure).await) {
         return CallEnd::Failed("the request stream closed before it opened".to_string());
     }
     let opened =
