@@ -12,6 +12,11 @@ use clap::{Parser, Subcommand};
 /// mimalloc instead of glibc's malloc: profiles of single-reading gRPC requests showed malloc
 /// and free at ~15 % of server CPU, with the async workers, blocking threads, committer and
 /// load generator all allocating; mimalloc's per-thread free lists cut that share.
+///
+/// Built with `no_thp` (workspace Cargo.toml): mimalloc otherwise asks for transparent huge
+/// pages, and each first touch of one (again after every purge) zeroes 2 MiB on the thread
+/// that allocated, an async worker mid-request. Without them, 100 unary workers' p99 fell in
+/// 12 of 13 paired runs of the warm-up cell (docs/benchmarks.md, session 10).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
