@@ -11,7 +11,11 @@ use audrey_store::{
 };
 
 fn registered(dir: &std::path::Path) -> SqliteStore {
-    let store = SqliteStore::open(dir, SqliteOptions::default()).unwrap();
+    registered_with(dir, SqliteOptions::default())
+}
+
+fn registered_with(dir: &std::path::Path, options: SqliteOptions) -> SqliteStore {
+    let store = SqliteStore::open(dir, options).unwrap();
     let location = LocationInput {
         name: "Lab".into(),
         latitude: 1.0,
@@ -43,6 +47,14 @@ fn valid(read_at: i64, message: Option<&str>) -> ValidReading {
 }
 
 fn append(store: &SqliteStore, readings: Vec<ValidReading>) -> Vec<AppendOutcome> {
+    append_received(store, readings, Millis(2_000_000_000_000))
+}
+
+fn append_received(
+    store: &SqliteStore,
+    readings: Vec<ValidReading>,
+    received_at: Millis,
+) -> Vec<AppendOutcome> {
     store
         .append(
             AppendBatch {
@@ -50,7 +62,7 @@ fn append(store: &SqliteStore, readings: Vec<ValidReading>) -> Vec<AppendOutcome
                 quarantine: vec![],
                 assigned_ids: None,
             },
-            Millis(2_000_000_000_000),
+            received_at,
         )
         .unwrap()
 }
@@ -361,4 +373,49 @@ fn an_idle_store_answers_point_reads_without_waiting_from_memory_and_from_the_ta
     store.flush_all().unwrap();
     assert_eq!(at_once(ids[1]).unwrap().read_at, Millis(2_000));
     assert_eq!(at_once(audrey_model::ReadingId(uuid::Uuid::now_v7())), None);
+}
+
+/// The idle trigger: once nothing has landed for `idle_flush_after`, maintenance flushes a
+/// memtable of at least `idle_flush_rows`, long before `flush_age`; a smaller one, or one
+/// still growing, waits for the age.
+#[test]
+fn maintenance_flushes_a_memtable_once_its_load_stops() {
+    let idle = |rows, after| SqliteOptions {
+        flush_age: std::time::Duration::from_secs(3600),
+        idle_flush_rows: rows,
+        idle_flush_after: after,
+        ..Default::default()
+    };
+    let short = std::time::Duration::from_millis(50);
+    let three = || (1..=3).map(|second| valid(second * 1000, None)).collect();
+    let (stopped, few, growing) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let stopped = registered_with(stopped.path(), idle(3, short));
+    let few = registered_with(few.path(), idle(4, short));
+    let growing = registered_with(
+        growing.path(),
+        idle(3, std::time::Duration::from_secs(3600)),
+    );
+    for store in [&stopped, &few, &growing] {
+        append_received(store, three(), Millis::now());
+    }
+    std::thread::sleep(short * 4);
+    for store in [&stopped, &few, &growing] {
+        store.maintain().unwrap();
+    }
+    assert_eq!(stopped.landed_rows(), 0, "idle and large enough: flushed");
+    assert_eq!(newest(&stopped, 10), [3000, 2000, 1000]);
+    assert_eq!(
+        few.landed_rows(),
+        3,
+        "below idle_flush_rows: waits for the age"
+    );
+    assert_eq!(
+        growing.landed_rows(),
+        3,
+        "landed within idle_flush_after: waits"
+    );
 }

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use rusqlite::{Transaction, TransactionBehavior, params};
 
@@ -213,10 +214,13 @@ impl SqliteStore {
     pub(super) fn flush_if_due(&self, now: Millis) -> Result<usize, StoreError> {
         let due = {
             let memtable = self.memtable.read().map_err(poisoned)?;
+            let older_than = |at: Option<Millis>, age: Duration| {
+                at.is_some_and(|at| now.0 - at.0 >= age.as_millis() as i64)
+            };
             memtable.len() >= self.options.flush_rows
-                || memtable.oldest_received().is_some_and(|oldest| {
-                    now.0 - oldest.0 >= self.options.flush_age.as_millis() as i64
-                })
+                || older_than(memtable.oldest_received(), self.options.flush_age)
+                || (memtable.len() >= self.options.idle_flush_rows
+                    && older_than(memtable.newest_received(), self.options.idle_flush_after))
         };
         if due {
             self.flush(self.options.flush_max_rows)

@@ -56,6 +56,8 @@ pub(crate) struct Memtable {
     colliding: FastMap<(SensorId, MessageId), (i64, ReadingId)>,
     /// When the oldest row in the memtable was received.
     oldest_received: Option<Millis>,
+    /// When the newest row was received (kept after a flush empties the memtable).
+    newest_received: Option<Millis>,
     /// The landing seq of the last batch a flush moved out (0 before the first).
     flushed_through: i64,
 }
@@ -94,6 +96,10 @@ impl Memtable {
 
     pub fn oldest_received(&self) -> Option<Millis> {
         self.oldest_received
+    }
+
+    pub fn newest_received(&self) -> Option<Millis> {
+        self.newest_received
     }
 
     /// Every landed row, in no particular order.
@@ -136,6 +142,7 @@ impl Memtable {
                 }
             }
             self.oldest_received.get_or_insert(reading.received_at);
+            self.newest_received = self.newest_received.max(Some(reading.received_at));
             landed.push(reading.clone());
             if self
                 .rows
