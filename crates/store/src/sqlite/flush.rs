@@ -124,8 +124,15 @@ pub(crate) fn write_chunks<R: std::ops::Deref<Target = Reading>>(
 }
 
 /// Sensor series one write lock of the memtable clears after a flush: ~1,000 took about
-/// 0.7 ms when 10,000 sensors shared a flush (docs/benchmarks.md, session 8).
-const PURGE_SENSORS_PER_LOCK: usize = 1_000;
+/// 0.7 ms when 10,000 sensors shared a 2 s flush (docs/benchmarks.md, session 8); an 8 s
+/// flush leaves each series about four times as long.
+const PURGE_SENSORS_PER_LOCK: usize = 250;
+
+/// The pause between two slices, so the ack path takes the lock in between. std's RwLock
+/// lets the thread that just released it take it straight back before a woken waiter runs:
+/// back-to-back slices held every acknowledgement for the whole purge, 60-85 ms after an
+/// 8 s flush (session 10).
+const PAUSE_BETWEEN_SLICES: Duration = Duration::from_millis(1);
 
 impl SqliteStore {
     /// Moves the oldest landed batches (about `max_rows` readings) into chunks. The rows come
@@ -206,7 +213,9 @@ impl SqliteStore {
             .write()
             .map_err(poisoned)?
             .purge_step(PURGE_SENSORS_PER_LOCK)
-        {}
+        {
+            std::thread::sleep(PAUSE_BETWEEN_SLICES);
+        }
         tracing::debug!(rows = rows.len(), "flushed landed readings into chunks");
         Ok(rows.len())
     }
