@@ -56,8 +56,6 @@ pub(crate) struct Memtable {
     colliding: FastMap<(SensorId, MessageId), (i64, ReadingId)>,
     /// When the oldest row in the memtable was received.
     oldest_received: Option<Millis>,
-    /// When the newest row was received (kept after a flush empties the memtable).
-    newest_received: Option<Millis>,
     /// The landing seq of the last batch a flush moved out (0 before the first).
     flushed_through: i64,
 }
@@ -98,8 +96,11 @@ impl Memtable {
         self.oldest_received
     }
 
+    /// When the newest row was received: both arrays are in landing order, so it is the
+    /// later of their last rows.
     pub fn newest_received(&self) -> Option<Millis> {
-        self.newest_received
+        let last = |rows: &VecDeque<Row>| rows.back().map(|(_, _, reading)| reading.received_at);
+        last(&self.rows).max(last(&self.misplaced))
     }
 
     /// Every landed row, in no particular order.
@@ -142,7 +143,6 @@ impl Memtable {
                 }
             }
             self.oldest_received.get_or_insert(reading.received_at);
-            self.newest_received = self.newest_received.max(Some(reading.received_at));
             landed.push(reading.clone());
             if self
                 .rows
